@@ -1,0 +1,96 @@
+"""Resize, colour and metrics: the evaluation protocol, including golden bicubic numbers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vsr.color import gray_to_y, rgb_to_y, rgb_to_ycbcr, y_to_gray, ycbcr_to_rgb
+from vsr.data import list_images, y_uint8
+from vsr.evaluate import PAPER_PSNR, evaluate, load_ground_truth
+from vsr.imageio import read_image
+from vsr.metrics import psnr, ssim
+from vsr.resize import imresize, modcrop
+
+from .conftest import smooth_image
+
+
+def test_constant_image_stays_constant():
+    x = torch.full((2, 7, 9), 0.37, dtype=torch.float64)
+    for s in (2, 3, 1 / 3, 0.5, 1.7):
+        y = imresize(x, s)
+        assert y.shape[-2:] == (math.ceil(7 * s - 1e-9), math.ceil(9 * s - 1e-9))
+        assert torch.allclose(y, torch.full_like(y, 0.37), atol=1e-12)
+
+
+def test_linear_ramp_interior_is_exact_for_integer_upscale():
+    # Bicubic reproduces linear functions away from the borders; MATLAB's sample positions
+    # for x3 are (i + 0.5) / 3 - 0.5 in source pixels.
+    x = torch.arange(20, dtype=torch.float64)[None].repeat(5, 1)
+    y = imresize(x, 3)
+    pos = (torch.arange(60, dtype=torch.float64) + 0.5) / 3 - 0.5
+    assert torch.allclose(y[2, 6:-6], pos[6:-6], atol=1e-12)
+
+
+def test_batched_equals_single_and_dtype_kept():
+    x = torch.rand(3, 2, 17, 11, dtype=torch.float32)
+    y = imresize(x, 2)
+    assert y.dtype == torch.float32 and y.shape == (3, 2, 34, 22)
+    assert torch.allclose(y[1, 0], imresize(x[1, 0], 2), atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu():
+    x = torch.rand(1, 1, 40, 50)
+    assert torch.allclose(imresize(x.cuda(), 3).cpu(), imresize(x, 3), atol=1e-5)
+
+
+def test_modcrop():
+    assert modcrop(np.zeros((10, 11, 3)), 3).shape == (9, 9, 3)
+    assert modcrop(np.zeros((12, 12)), 4).shape == (12, 12)
+
+
+def test_colour_round_trip_and_range():
+    rgb = smooth_image(8, 8) / 255.0
+    np.testing.assert_allclose(ycbcr_to_rgb(rgb_to_ycbcr(rgb)), rgb, atol=1e-12)
+    assert rgb_to_y(np.ones((1, 1, 3)))[0, 0] == pytest.approx(235 / 255)
+    assert rgb_to_y(np.zeros((1, 1, 3)))[0, 0] == pytest.approx(16 / 255)
+    g = np.linspace(0, 1, 11)
+    np.testing.assert_allclose(gray_to_y(g), rgb_to_y(np.stack([g] * 3, -1)), atol=1e-12)
+    np.testing.assert_allclose(y_to_gray(gray_to_y(g)), g, atol=1e-12)
+
+
+def test_psnr_and_ssim():
+    a = np.zeros((10, 10))
+    b = a + 1.0
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2))
+    assert psnr(a, a) == math.inf
+    c = a.copy()
+    c[0, 0] = 100  # only on the border: cropped away
+    assert psnr(a, c, crop_border=1) == math.inf
+    img = smooth_image(40, 40, channels=1).astype(np.float64)
+    assert ssim(img, img) == pytest.approx(1.0)
+    noisy = img + np.random.default_rng(0).normal(0, 10, img.shape)
+    s = ssim(img, noisy)
+    assert 0 < s < 1 and s == pytest.approx(ssim(noisy, img))
+    with pytest.raises(ValueError):
+        psnr(a, np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_golden_bicubic_set5(shared_data, scale):
+    """Bicubic baselines under the protocol must match the published Set5 numbers within 0.02 dB."""
+    published = PAPER_PSNR["Set5"]["bicubic"][scale]
+    # 1) The file path users get (RGB uint8 LR, RGB uint8 output), as `vsr eval` measures it.
+    res = evaluate(load_ground_truth(shared_data / "Set5", scale), scale, None, "Set5")
+    assert abs(res.mean("bicubic_psnr") - published) <= 0.02
+    # 2) The original SRCNN MATLAB code: uint8 Y, float imresize down and up, rounded.
+    values = []
+    for path in list_images(shared_data / "Set5"):
+        y = modcrop(y_uint8(read_image(path)), scale) / 255.0
+        up = imresize(imresize(torch.from_numpy(y), 1 / scale), scale).numpy()
+        values.append(psnr(np.round(np.clip(up, 0, 1) * 255), y * 255, scale))
+    assert abs(float(np.mean(values)) - published) <= 0.02
