@@ -1,0 +1,68 @@
+"""Training: sub-images, learning, exact resume, and refusal of bad options."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vsr.data import resolve_dataset, training_pairs
+from vsr.errors import InputError, UsageError
+from vsr.train import TrainConfig, train
+
+
+def cfg(data, out, **kw) -> TrainConfig:
+    base = dict(data=str(data), scale=3, arch="9-1-5", n1=16, n2=8, epochs=2, out=str(out), eval_data=str(data), device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_pairs(image_folder):
+    x, y = training_pairs(image_folder, 3)
+    # 72x60 -> modcrop 72x60 -> 33x33 patches with stride 14: 3 x 2 per image.
+    assert x.shape == y.shape == (4 * 3 * 2, 1, 33, 33)
+    assert x.dtype == torch.float32 and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert not torch.equal(x, y)
+
+
+def test_train_writes_weights_and_resume_is_exact(image_folder, tmp_path):
+    straight = train(cfg(image_folder, tmp_path / "a", epochs=3))
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3] and all("eval_psnr" in r for r in log)
+    assert log[-1]["loss"] < log[0]["loss"]
+
+    train(cfg(image_folder, tmp_path / "b", epochs=1))
+    resumed = train(cfg(image_folder, tmp_path / "b", epochs=3), resume=True)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_bad_training_options(image_folder, tmp_path):
+    with pytest.raises(UsageError):
+        train(cfg(image_folder, tmp_path / "c", scale=1))
+    with pytest.raises(UsageError):
+        train(cfg(image_folder, tmp_path / "c", recipe="sgdx"))
+    with pytest.raises(UsageError):
+        train(cfg(image_folder, tmp_path / "c"), resume=True)  # nothing to resume
+    with pytest.raises(InputError):
+        train(cfg(tmp_path / "nope", tmp_path / "c"))
+    train(cfg(image_folder, tmp_path / "d", epochs=1))
+    with pytest.raises(UsageError):  # refuses to clobber an existing run
+        train(cfg(image_folder, tmp_path / "d", epochs=1))
+    with pytest.raises(UsageError):  # resume with different options
+        train(cfg(image_folder, tmp_path / "d", epochs=2, arch="9-5-5"), resume=True)
+
+
+def test_dataset_resolution(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSR_DATA", str(tmp_path))
+    monkeypatch.setenv("VSR_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(InputError, match="VSR_DATA"):
+        resolve_dataset("Set5")
+    (tmp_path / "Set5").mkdir()
+    assert resolve_dataset("Set5") == tmp_path / "Set5"
+    with pytest.raises(InputError):
+        resolve_dataset("NoSuchSet")
