@@ -1,0 +1,169 @@
+"""The `vsr` command as a user runs it: images, folders, eval, train, and bad inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vsr.evaluate import evaluate, load_ground_truth, score_pair
+from vsr.imageio import read_image, write_image
+from vsr.model import save_weights
+from vsr.resize import imresize_uint8
+from vsr.weights import REPO_WEIGHTS
+
+from .conftest import smooth_image
+from .test_model import make_model
+
+
+def vsr(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vsr", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", **env},
+        timeout=600,
+    )
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("w") / "w.safetensors"
+    save_weights(make_model("9-1-5"), path)
+    return path
+
+
+def test_images_grey_rgb_rgba_and_folder(tmp_path, weights):
+    src = tmp_path / "in"
+    src.mkdir()
+    rgba = np.dstack([smooth_image(20, 30), smooth_image(20, 30, 1, seed=5)])
+    write_image(src / "rgb.png", smooth_image(20, 30))
+    write_image(src / "grey.bmp", smooth_image(21, 17, channels=1))
+    write_image(src / "alpha.png", rgba)
+    write_image(src / "photo.jpg", smooth_image(16, 16))
+    r = vsr("upscale", src, tmp_path / "out", "--scale", 3, "--weights", weights, "--quiet")
+    assert r.returncode == 0, r.stderr
+    out = {p.name: read_image(p) for p in (tmp_path / "out").iterdir()}
+    assert sorted(out) == ["alpha.png", "grey.png", "photo.png", "rgb.png"]
+    assert out["rgb.png"].shape == (60, 90, 3)
+    assert out["grey.png"].shape == (63, 51)
+    assert out["photo.png"].shape == (48, 48, 3)
+    assert out["alpha.png"].shape == (60, 90, 4)
+    np.testing.assert_array_equal(out["alpha.png"][:, :, 3], imresize_uint8(rgba[:, :, 3], 3))
+    r = vsr("upscale", src / "rgb.png", tmp_path / "single.tif", "--scale", 2, "--weights", weights)
+    assert r.returncode == 0, r.stderr
+    assert read_image(tmp_path / "single.tif").shape == (40, 60, 3)
+
+
+def test_bad_inputs_one_line_and_nothing_lost(tmp_path, weights):
+    good = tmp_path / "good.png"
+    write_image(good, smooth_image(20, 20))
+    existing = tmp_path / "existing.png"
+    write_image(existing, smooth_image(8, 8))
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"garbage" * 50)
+    before = {p: digest(p) for p in (good, existing, corrupt, garbage)}
+    cases = [
+        ("upscale", tmp_path / "missing.png", tmp_path / "o1.png", "--weights", weights),
+        ("upscale", corrupt, tmp_path / "o2.png", "--weights", weights),
+        ("upscale", good, tmp_path / "o3.png", "--weights", garbage),
+        ("upscale", good, tmp_path / "o4.png", "--weights", tmp_path / "nope.safetensors"),
+        ("upscale", good, tmp_path / "o5.png", "--scale", "1", "--weights", weights),
+        ("upscale", good, tmp_path / "o6.png", "--scale", "-2", "--weights", weights),
+        ("upscale", good, existing, "--weights", weights),
+        ("upscale", good, good, "--overwrite", "--weights", weights),
+        ("upscale", good, tmp_path / "o7.xyz", "--weights", weights),
+        ("upscale", good, tmp_path / "no" / "dir" / "o8.png", "--weights", weights),
+        ("eval", "--data", "NoSuchSet", "--weights", weights),
+        ("eval", "--data", "Set5", "--weights", weights),  # VSR_DATA points nowhere
+        ("train", "--data", tmp_path / "nothing", "--out", tmp_path / "run"),
+    ]
+    for args in cases:
+        r = vsr(*args, VSR_DATA=str(tmp_path / "nodata"), VSR_CACHE=str(tmp_path / "cache"))
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode != 0, args
+        assert len(lines) == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert lines[0].startswith("vsr: error:") or "Error" in lines[0], (args, r.stderr)
+    assert {p: digest(p) for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.png", "existing.png", "garbage.safetensors", "good.png"]
+
+
+def test_overwrite_replaces(tmp_path, weights):
+    src, dst = tmp_path / "a.png", tmp_path / "b.png"
+    write_image(src, smooth_image(10, 12))
+    write_image(dst, smooth_image(4, 4))
+    assert vsr("upscale", src, dst, "--weights", weights, "--overwrite", "-q").returncode == 0
+    assert read_image(dst).shape == (20, 24, 3)
+
+
+def _set5_lr_folder(shared_data: Path, scale: int, folder: Path) -> list[tuple[str, np.ndarray]]:
+    truth = load_ground_truth(shared_data / "Set5", scale)
+    folder.mkdir()
+    for name, img in truth:
+        write_image(folder / f"{name}.png", imresize_uint8(img, 1 / scale))
+    return truth
+
+
+def _mean_psnr(truth, folder: Path, scale: int) -> float:
+    return float(np.mean([score_pair(read_image(folder / f"{n}.png"), img, scale)[0] for n, img in truth]))
+
+
+def test_train_two_epochs_then_upscale_beats_bicubic(shared_data, tmp_path):
+    """The issue's CPU check: `vsr train ... --arch 9-1-5 --epochs 2`, then `vsr upscale` with those weights."""
+    r = vsr(
+        "train",
+        "--data",
+        shared_data / "91images",
+        "--scale",
+        3,
+        "--arch",
+        "9-1-5",
+        "--epochs",
+        2,
+        "--out",
+        tmp_path / "run",
+        "--eval-data",
+        "none",
+        "--quiet",
+    )
+    assert r.returncode == 0, r.stderr
+    weights = tmp_path / "run" / "srcnn_9-1-5_x3.safetensors"
+    truth = _set5_lr_folder(shared_data, 3, tmp_path / "lr")
+    assert vsr("upscale", tmp_path / "lr", tmp_path / "sr", "--scale", 3, "--weights", weights, "-q").returncode == 0
+    assert _mean_psnr(truth, tmp_path / "sr", 3) > evaluate(truth, 3, None).mean("bicubic_psnr") + 0.3
+
+
+SHIPPED = sorted(REPO_WEIGHTS.glob("srcnn_*_x*.safetensors"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_weights_beat_bicubic_through_upscale(shared_data, tmp_path, path):
+    """Each shipped file, used by default by `vsr upscale`, beats bicubic on Set5 (LR files in, PNG out)."""
+    arch, scale = path.stem.split("_")[1], int(path.stem.rsplit("x", 1)[1])
+    truth = _set5_lr_folder(shared_data, scale, tmp_path / "lr")
+    r = vsr("upscale", tmp_path / "lr", tmp_path / "sr", "--scale", scale, "--arch", arch, "-q")
+    assert r.returncode == 0, r.stderr
+    assert _mean_psnr(truth, tmp_path / "sr", scale) > evaluate(truth, scale, None).mean("bicubic_psnr") + 0.5
+
+
+def test_eval_json(shared_data, weights):
+    r = vsr("eval", "--data", shared_data / "Set5", "--scale", 2, "--weights", weights, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["scale"] == 2 and len(doc["images"]) == 5
+    assert abs(doc["mean"]["bicubic_psnr"] - 33.66) < 0.02
+    assert doc["paper"]["srcnn_955_psnr"] == 36.66
+    assert torch.isfinite(torch.tensor(doc["mean"]["model_psnr"]))
