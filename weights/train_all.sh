@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Trains the shipped weights with `vsr train`, in the order they are needed.
+# Every run checkpoints each epoch; re-running this script resumes unfinished runs
+# (a finished run is skipped). Usage: VSR_DATA=../shared/data bash weights/train_all.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+run() {  # run ARCH SCALE EPOCHS [extra vsr train options]
+  local arch=$1 scale=$2 epochs=$3; shift 3
+  local out="weights/runs/${arch}_x${scale}"
+  local resume=()
+  if [ -f "$out/checkpoint.safetensors" ]; then resume=(--resume); fi
+  python -m vsr train --data 91images --scale "$scale" --arch "$arch" --epochs "$epochs" \
+    --out "$out" "${resume[@]}" "$@" --quiet
+  cp "$out/srcnn_${arch}_x${scale}.safetensors" "weights/srcnn_${arch}_x${scale}.safetensors"
+}
+run 9-1-5 3 20
+run 9-5-5 3 "${X3_EPOCHS:-40}"
+run 9-5-5 2 "${X2_EPOCHS:-20}" --init weights/srcnn_9-5-5_x3.safetensors
+run 9-5-5 4 "${X4_EPOCHS:-20}" --init weights/srcnn_9-5-5_x3.safetensors
+run 9-1-5 2 10 --init weights/srcnn_9-1-5_x3.safetensors
+run 9-1-5 4 10 --init weights/srcnn_9-1-5_x3.safetensors
+# Stage 2: long fine-tune of the 9-5-5 weights at a lower learning rate (the first stage
+# plateaus below the paper; SRCNN keeps improving with many more updates).
+run2() {  # run2 SCALE EPOCHS: continue weights/srcnn_9-5-5_x<SCALE> in weights/runs/9-5-5_x<SCALE>_ft
+  local scale=$1 epochs=$2 out="weights/runs/9-5-5_x$1_ft"
+  local start=(--init "weights/runs/9-5-5_x${scale}/srcnn_9-5-5_x${scale}.safetensors")
+  if [ -f "$out/checkpoint.safetensors" ]; then start+=(--resume); fi
+  python -m vsr train --data 91images --scale "$scale" --arch 9-5-5 --epochs "$epochs" --lr 2e-4 \
+    --out "$out" "${start[@]}" --quiet
+  cp "$out/srcnn_9-5-5_x${scale}.safetensors" "weights/srcnn_9-5-5_x${scale}.safetensors"
+}
+run2 3 "${X3_FT_EPOCHS:-120}"
+run2 2 "${X2_FT_EPOCHS:-120}"
+run2 4 "${X4_FT_EPOCHS:-120}"
