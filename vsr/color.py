@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 
-_RGB2YCBCR = np.array(
-    [
-        [65.481, 128.553, 24.966],
-        [-37.797, -74.203, 112.0],
-        [112.0, -93.786, -18.214],
-    ],
-    dtype=np.float64,
-) / 255.0
+_RGB2YCBCR = (
+    np.array(
+        [
+            [65.481, 128.553, 24.966],
+            [-37.797, -74.203, 112.0],
+            [112.0, -93.786, -18.214],
+        ],
+        dtype=np.float64,
+    )
+    / 255.0
+)
 _OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
 _YCBCR2RGB = np.linalg.inv(_RGB2YCBCR)
 
