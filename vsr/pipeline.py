@@ -1,0 +1,357 @@
+"""The overlapped video pipeline: decode -> super-resolve -> encode, in three threads.
+
+Contract:
+- `upscale_video(src, dst, scale, upscaler, ...)` upscales every frame of the first video stream of `src`
+  by `scale` and writes it to `dst` with the input's timestamps; audio, subtitle and data streams are
+  copied untouched (see `vsr.video`). `upscaler` is a `vsr.engine.Upscaler`-like callable (float32
+  N x 1 x H x W in [0, 1] -> same shape, clamped), or None for plain MATLAB bicubic.
+- Per frame (`upscale_planes`): Y as float32 / peak (255, or 1023 for 10-bit) -> `imresize` x scale ->
+  upscaler -> x peak, rounded, clipped -> uint; U and V -> `imresize` x scale -> rounded, clipped, and
+  cropped to the output's chroma size (ceil(out / subsampling)). No RGB round trip.
+- Stages are joined by bounded queues (back-pressure, bounded memory). An error in any stage stops the
+  others and is raised in the caller's thread; Ctrl-C (KeyboardInterrupt) stops all stages within
+  seconds and is re-raised. Frames decoded and frames encoded are counted; a difference is an error.
+- Output safety: a file target is written to a hidden temporary file beside it (same suffix, so the
+  container format follows the name) and renamed onto the target only on success; on any error or
+  interrupt the temporary file is deleted and the target left untouched. An existing target is refused
+  unless `overwrite`, the input itself always. "-" streams to stdout (matroska unless `fmt_out`).
+- `progress(event: dict)` is called in the caller's thread: {"event": "start", ...}, a few times a second
+  {"event": "progress", ...}, {"event": "warning", "message"}, and {"event": "done", ...}.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import OutputError, UsageError, VsrError
+from .resize import imresize, output_length
+from .video import EncoderOptions, Picture, VideoReader, VideoWriter, is_url, plane_shapes
+
+YUpscaler = Callable[[torch.Tensor], torch.Tensor]
+Progress = Callable[[dict], None]
+
+QUEUE_SIZE = 16  # items (frames or passthrough packets) per queue
+JOIN_TIMEOUT_S = 10.0
+_END = object()
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    frames: int
+    elapsed_s: float
+    fps: float
+    in_size: tuple[int, int]  # width, height
+    out_size: tuple[int, int]
+    codec: str
+    pix_fmt: str
+    dst: str
+    warnings: tuple[str, ...]
+
+
+def upscale_planes(
+    planes: tuple[np.ndarray, ...],
+    scale: float,
+    upscaler: YUpscaler | None,
+    peak: int,
+    shapes: tuple[tuple[int, int], ...],
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, ...]:
+    """Super-resolve one frame's (Y, U, V) planes (uint8 or uint16) to the plane `shapes` of the output."""
+    dtype = planes[0].dtype
+    y = torch.from_numpy(planes[0].astype(np.float32)).to(device) / peak
+    y = imresize(y[None], scale)
+    if upscaler is not None:
+        y = upscaler(y[None])[0]
+    y = (y * peak).round_().clamp_(0, peak)[0, : shapes[0][0], : shapes[0][1]]
+    chroma = torch.from_numpy(np.stack(planes[1:]).astype(np.float32)).to(device)
+    ch, cw = shapes[1]
+    chroma = imresize(chroma, scale)[:, :ch, :cw].round_().clamp_(0, peak)
+    out = (y.cpu().numpy().astype(dtype), *chroma.cpu().numpy().astype(dtype))
+    return tuple(np.ascontiguousarray(p) for p in out)
+
+
+def upscale_video(
+    src: str | Path,
+    dst: str | Path,
+    scale: float,
+    upscaler: YUpscaler | None,
+    *,
+    codec: str = "libx264",
+    crf: float | None = None,
+    preset: str | None = None,
+    pix_fmt: str | None = None,
+    fmt_in: str | None = None,
+    fmt_out: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> VideoSummary:
+    """Upscale a video file, URL or stdin ("-") to `dst` (a path or "-"); see the module contract."""
+    src, dst = str(src), str(dst)
+    if not scale > 0:
+        raise UsageError(f"--scale must be positive, got {scale}")
+    t0 = time.perf_counter()
+    report = progress or (lambda event: None)
+    warnings: list[str] = []
+    lock = threading.Lock()
+
+    def warn(message: str) -> None:
+        with lock:
+            warnings.append(message)
+
+    reader = VideoReader(src, fmt_in, warn)
+    try:
+        _check_target(src, dst, overwrite)
+        info = reader.info
+        out_w, out_h = output_length(info.width, scale), output_length(info.height, scale)
+        tmp = None if dst == "-" else _temp_path(Path(dst))
+        enc = EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
+        try:
+            writer = VideoWriter(tmp or "-", fmt_out, reader, out_w, out_h, enc, warn, label=dst)
+        except BaseException:
+            _remove(tmp)
+            raise
+    except BaseException:
+        reader.close()
+        raise
+    run = _Run(reader, writer, scale, upscaler, plane_shapes(info.pix_fmt, out_w, out_h), info.peak)
+    sent = 0
+    try:
+        report(
+            {
+                "event": "start",
+                "src": src,
+                "dst": dst,
+                "in_size": (info.width, info.height),
+                "out_size": (out_w, out_h),
+                "total_frames": info.frames,
+                "duration_s": info.duration_s,
+                "rate": float(info.rate) if info.rate else None,
+                "codec": writer.stream.codec_context.name,
+                "pix_fmt": writer.pix_fmt,
+                "in_pix_fmt": info.pix_fmt,
+            }
+        )
+        run.start()
+        while not run.finished.wait(0.25):
+            sent = _flush_warnings(warnings, lock, sent, report)
+            report(_progress_event(run, info, t0))
+        run.join()
+        run.raise_error()
+        if not (reader.frames_read == run.frames_sr == writer.frames_written):
+            raise VsrError(
+                f"internal error: decoded {reader.frames_read} frames, upscaled {run.frames_sr}, encoded "
+                f"{writer.frames_written}; the output was discarded (please report this)"
+            )
+        if writer.packets_written != writer.frames_written:
+            warn(f"the encoder made {writer.packets_written} packets from {writer.frames_written} frames")
+        if tmp is not None:
+            try:
+                os.replace(tmp, dst)
+            except OSError as exc:
+                raise OutputError(f"{dst}: cannot move the finished video into place ({exc.strerror})") from None
+    except BaseException:
+        run.stop.set()
+        try:
+            if run.started:
+                run.join()  # each stage closes its own container; a stage stuck in I/O is left behind (daemon)
+            else:
+                writer.abort()
+                reader.close()
+        finally:
+            _remove(tmp)
+        raise
+    _flush_warnings(warnings, lock, sent, report)
+    elapsed_s = time.perf_counter() - t0
+    frames = writer.frames_written
+    summary = VideoSummary(
+        frames=frames,
+        elapsed_s=elapsed_s,
+        fps=frames / elapsed_s if elapsed_s > 0 else 0.0,
+        in_size=(info.width, info.height),
+        out_size=(out_w, out_h),
+        codec=writer.stream.codec_context.name,
+        pix_fmt=writer.pix_fmt,
+        dst=dst,
+        warnings=tuple(warnings),
+    )
+    report({"event": "done", "frames": frames, "elapsed_s": elapsed_s, "fps": summary.fps, "dst": dst})
+    return summary
+
+
+class _Run:
+    """The three stage threads, their queues, counters and first error."""
+
+    def __init__(
+        self,
+        reader: VideoReader,
+        writer: VideoWriter,
+        scale: float,
+        upscaler: YUpscaler | None,
+        shapes: tuple[tuple[int, int], ...],
+        peak: int,
+    ):
+        self.reader, self.writer = reader, writer
+        self.scale, self.upscaler, self.shapes, self.peak = scale, upscaler, shapes, peak
+        self.device = getattr(upscaler, "device", "cpu") if upscaler is not None else "cpu"
+        self.decoded: queue.Queue = queue.Queue(QUEUE_SIZE)
+        self.upscaled: queue.Queue = queue.Queue(QUEUE_SIZE)
+        self.stop = threading.Event()
+        self.finished = threading.Event()
+        self.frames_sr = 0
+        self.last_time_s: float | None = None
+        self.error: BaseException | None = None
+        self.started = False
+        self._lock = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._stage, args=(self._decode,), name="vsr-decode", daemon=True),
+            threading.Thread(target=self._stage, args=(self._upscale,), name="vsr-sr", daemon=True),
+            threading.Thread(target=self._stage, args=(self._encode,), name="vsr-encode", daemon=True),
+        ]
+
+    def start(self) -> None:
+        self.started = True
+        for t in self.threads:
+            t.start()
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self.threads)
+
+    def join(self) -> None:
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _stage(self, body: Callable[[], None]) -> None:
+        try:
+            body()
+        except BaseException as exc:  # noqa: BLE001 - any failure, Ctrl-C included, goes to the caller
+            with self._lock:
+                if self.error is None:
+                    self.error = exc
+            self.stop.set()
+            self.finished.set()
+
+    def _put(self, q: queue.Queue, item: object) -> bool:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue) -> object:
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return _END
+
+    def _decode(self) -> None:
+        try:
+            for item in self.reader.read():
+                if not self._put(self.decoded, item):
+                    return
+            self._put(self.decoded, _END)
+        finally:
+            self.reader.close()
+
+    def _upscale(self) -> None:
+        while (item := self._get(self.decoded)) is not _END:
+            if isinstance(item, Picture):
+                planes = upscale_planes(item.planes, self.scale, self.upscaler, self.peak, self.shapes, self.device)
+                item = Picture(planes=planes, pts=item.pts, time_base=item.time_base)
+                self.frames_sr += 1
+            if not self._put(self.upscaled, item):
+                return
+        if not self.stop.is_set():
+            self._put(self.upscaled, _END)
+
+    def _encode(self) -> None:
+        done = False
+        try:
+            while (item := self._get(self.upscaled)) is not _END:
+                if isinstance(item, Picture):
+                    self.writer.write(item)
+                    self.last_time_s = float(item.pts * item.time_base)
+                else:
+                    self.writer.mux(item)
+            if not self.stop.is_set():
+                self.writer.finish()
+                done = True
+        finally:
+            if not done:
+                self.writer.abort()
+            self.finished.set()
+
+
+def _progress_event(run: _Run, info, t0: float) -> dict:
+    elapsed_s = time.perf_counter() - t0
+    frames = run.writer.frames_written
+    return {
+        "event": "progress",
+        "frames": frames,
+        "total_frames": info.frames,
+        "elapsed_s": elapsed_s,
+        "fps": frames / elapsed_s if elapsed_s > 0 else 0.0,
+        "position_s": run.last_time_s,
+        "duration_s": info.duration_s,
+    }
+
+
+def _flush_warnings(warnings: list[str], lock: threading.Lock, sent: int, report: Progress) -> int:
+    with lock:
+        new = warnings[sent:]
+    for message in new:
+        report({"event": "warning", "message": message})
+    return sent + len(new)
+
+
+def _check_target(src: str, dst: str, overwrite: bool) -> None:
+    """Refuse OUT == IN, an existing OUT without overwrite, a folder as OUT, and a missing or unwritable folder."""
+    if dst == "-":
+        return
+    target = Path(dst)
+    if src != "-" and not is_url(src):
+        same = Path(src).resolve() == target.resolve()
+        if not same and target.exists() and Path(src).exists():
+            same = os.path.samefile(src, target)
+        if same:
+            raise OutputError(f"{dst}: the output is the input file; choose another output name")
+    if target.is_dir():
+        raise OutputError(f"{dst}: is a folder; give a file name such as {target / 'video.mp4'}")
+    if target.exists() and not overwrite:
+        raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
+    folder = target.parent
+    if not folder.is_dir():
+        raise OutputError(f"{dst}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{dst}: the folder {folder} is not writable; choose another output folder")
+
+
+def _temp_path(target: Path) -> str:
+    """A hidden name beside `target` with the same suffix, so the container format follows the name."""
+    return str(target.with_name(f".{target.stem}.vsr-{uuid.uuid4().hex[:8]}.part{target.suffix}"))
+
+
+def _remove(path: str | None) -> None:
+    if path is not None:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
