@@ -14,10 +14,18 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from .errors import UsageError, VsrError
+from .errors import InputError, UsageError, VsrError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Upscale videos, streams and images with SRCNN.")
 out_console = Console()
@@ -135,26 +143,70 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (GPU if any), cpu or cuda.")]
 
 @app.command()
 def upscale(
-    src: Annotated[Path, typer.Argument(help="Input image, folder of images, or video.", show_default=False)],
-    dst: Annotated[Path, typer.Argument(help="Output image, folder, or video.", show_default=False)],
+    src: Annotated[str, typer.Argument(help="Image, folder of images, video file, URL, or - (stdin).", show_default=False)],
+    dst: Annotated[str, typer.Argument(help="Output image, folder, video file, or - for stdout.", show_default=False)],
     scale: Annotated[int, typer.Option(help="Upscaling factor (2-8).")] = 2,
     weights: WeightsOpt = None,
     arch: ArchOpt = Arch.a955,
     device: DeviceOpt = "auto",
+    codec: Annotated[str, typer.Option(help="Video encoder: libx264, libx265, libsvtav1, h264_nvenc, ...")] = "libx264",
+    crf: Annotated[float | None, typer.Option(help="Video quality (CRF, or CQ for NVENC); lower is better.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Encoder preset (codec default: medium for x264/x265).")] = None,
+    pix_fmt: Annotated[str | None, typer.Option(help="Output pixel format (default: the input's, e.g. yuv420p).")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="Container format for - (stdin/stdout), e.g. matroska, mpegts.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
 ) -> None:
-    """Upscale an image, a folder of images (PNG out, same stems) or a video."""
-    import time
-
+    """Upscale an image, a folder of images (PNG out, same stems), a video file, a stream URL or stdin."""
     from .imageio import is_image_path
-    from .images import image_jobs, upscale_files
 
     _check_scale(scale)
-    if not (src.is_dir() or is_image_path(src)):
-        raise UsageError(f"{src}: video input is not supported yet; pass an image file or a folder of images")
-    jobs = image_jobs(src, dst, overwrite)
+    src_path = Path(src)
+    if src != "-" and (src_path.is_dir() or is_image_path(src_path)):
+        _upscale_images(src_path, Path(dst), scale, weights, arch.value, device, overwrite, quiet)
+        return
+    from .video import is_url
+
+    if src != "-" and not is_url(src) and not src_path.exists():
+        raise InputError(f"{src}: no such file or folder; check the path")
+    from .pipeline import upscale_video
+
     upscaler = _load_upscaler(weights, scale, arch.value, device)
+    with _VideoProgress(quiet) as progress:
+        summary = upscale_video(
+            src,
+            dst,
+            scale,
+            upscaler,
+            codec=codec,
+            crf=crf,
+            preset=preset,
+            pix_fmt=pix_fmt,
+            fmt_in=fmt if src == "-" else None,
+            fmt_out=fmt if dst == "-" else None,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    if not quiet:
+        (w, h), (ow, oh) = summary.in_size, summary.out_size
+        err_console.print(
+            f"{summary.frames} frames {w}x{h} -> {ow}x{oh} ({summary.codec}, {summary.pix_fmt}) in "
+            f"{summary.elapsed_s:.1f} s, {summary.fps:.1f} fps -> {summary.dst}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _upscale_images(src: Path, dst: Path, scale: int, weights, arch: str, device: str, overwrite: bool, quiet: bool) -> None:
+    import time
+
+    from .images import image_jobs, upscale_files
+
+    jobs = image_jobs(src, dst, overwrite)
+    upscaler = _load_upscaler(weights, scale, arch, device)
     t0 = time.perf_counter()
     with Progress(
         TextColumn("{task.description}"),
@@ -169,6 +221,48 @@ def upscale(
         upscale_files(jobs, scale, upscaler, lambda s, d: progress.advance(task))
     if not quiet:
         err_console.print(f"{len(jobs)} image(s) upscaled x{scale} in {time.perf_counter() - t0:.1f} s -> {dst}")
+
+
+class _VideoProgress:
+    """Rich progress for `upscale_video` events on stderr: frames, fps, ETA; a spinner when the count is unknown."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed} / {task.fields[total_text]} frames"),
+            TextColumn("{task.fields[fps]:.1f} fps"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=quiet,
+            transient=True,
+        )
+        self.task = None
+
+    def __enter__(self) -> _VideoProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "warning":
+            err_console.print(f"vsr: warning: {event['message']}", markup=False, highlight=False, soft_wrap=True)
+        elif kind == "start":
+            total = event["total_frames"]
+            (w, h), (ow, oh) = event["in_size"], event["out_size"]
+            desc = f"{w}x{h} -> {ow}x{oh}"
+            self.task = self.progress.add_task(desc, total=total, total_text=total or "?", fps=0.0)
+        elif kind == "progress" and self.task is not None:
+            total = event["total_frames"]
+            if total is not None and event["frames"] > total:  # the container's count was an estimate
+                total = None
+            self.progress.update(self.task, completed=event["frames"], total=total, fps=event["fps"], total_text=total or "?")
 
 
 @app.command(name="eval")
@@ -221,7 +315,11 @@ def eval_cmd(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns an exit code instead of raising typer.Exit (130 on Ctrl-C)
+        if isinstance(code, int) and code:
+            if code == 130:
+                err_console.print("vsr: interrupted", markup=False)
+            sys.exit(code)
     except VsrError as exc:
         if _state["debug"]:
             raise

@@ -1,0 +1,111 @@
+"""`vsr upscale` on videos as a user runs it: files, stdin/stdout, bad inputs, Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vsr.model import save_weights
+
+from .test_cli import digest, vsr
+from .test_model import make_model
+from .test_video import VFR_MS, frames_of, make_clip, names, packets_of, timestamps_s
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("w") / "w.safetensors"
+    save_weights(make_model("9-1-5"), path)
+    return path
+
+
+def test_file_to_file_with_summary(tmp_path, weights):
+    src = make_clip(tmp_path / "in.mkv")
+    r = vsr("upscale", src, tmp_path / "out.mp4", "--scale", 2, "--weights", weights, "--preset", "ultrafast")
+    assert r.returncode == 0, r.stderr
+    assert f"{len(VFR_MS)} frames 64x48 -> 128x96" in r.stderr and "fps" in r.stderr
+    out = frames_of(tmp_path / "out.mp4")
+    assert len(out) == len(VFR_MS) and (out[0].width, out[0].height) == (128, 96)
+    assert timestamps_s(tmp_path / "out.mp4") == pytest.approx(timestamps_s(src), abs=1e-3)
+    assert packets_of(tmp_path / "out.mp4", "audio") == packets_of(src, "audio")
+    assert names(tmp_path) == {"in.mkv", "out.mp4"}
+
+
+def test_stdin_to_stdout(tmp_path, weights):
+    src = make_clip(tmp_path / "in.mkv")
+    with open(src, "rb") as stdin, open(tmp_path / "piped.mkv", "wb") as stdout:
+        r = subprocess.run(
+            [sys.executable, "-m", "vsr", "upscale", "-", "-", "--format", "matroska", "--scale", "3", "--weights", str(weights)],
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    assert r.returncode == 0, r.stderr
+    out = frames_of(tmp_path / "piped.mkv")
+    assert len(out) == len(VFR_MS) and (out[0].width, out[0].height) == (192, 144)
+    assert timestamps_s(tmp_path / "piped.mkv") == pytest.approx(timestamps_s(src), abs=1e-3)
+
+
+def test_bad_video_inputs_one_line_and_nothing_lost(tmp_path, weights):
+    make_clip(tmp_path / "clip.mkv")
+    existing = tmp_path / "existing.mp4"
+    existing.write_bytes(b"old output")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "notes.mp4").write_text("this is not a video\n" * 50)
+    make_clip(tmp_path / "song.mkv", pts=[], audio="aac")  # audio only
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 300)
+    inputs = sorted(tmp_path.iterdir())
+    before = {p: digest(p) for p in inputs}
+    w = ("--weights", weights)
+    cases = [
+        ("missing.mp4", "o.mp4", *w),
+        ("empty.mp4", "o.mp4", *w),
+        ("notes.mp4", "o.mp4", *w),
+        ("song.mkv", "o.mp4", *w),
+        ("clip.mkv", "clip.mkv", "--overwrite", *w),
+        ("clip.mkv", "existing.mp4", *w),
+        ("clip.mkv", "o.mp4", "--scale", "0", *w),
+        ("clip.mkv", "o.mp4", "--scale", "-2", *w),
+        ("clip.mkv", "o.mp4", "--weights", garbage),
+        ("clip.mkv", "no/such/dir/o.mp4", *w),
+        ("clip.mkv", "o.mp4", "--codec", "nosuchcodec", *w),
+        ("clip.mkv", "o.mp4", "--pix-fmt", "nosuchfmt", *w),
+    ]
+    for src, dst, *opts in cases:
+        r = vsr("upscale", tmp_path / src, tmp_path / dst, *opts)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode != 0, (src, dst, opts)
+        assert len(lines) == 1 and "Traceback" not in r.stderr, (src, dst, opts, r.stderr)
+        assert lines[0].startswith("vsr: error:") or "Error" in lines[0], (src, dst, opts, r.stderr)
+        assert sorted(tmp_path.iterdir()) == inputs, (src, dst, opts)
+    assert {p: digest(p) for p in inputs} == before
+
+
+def test_sigint_exits_130_and_leaves_nothing(tmp_path):
+    """Ctrl-C during a long upscale with the shipped 9-5-5 weights: exit 130 within seconds, no stray file."""
+    src = make_clip(tmp_path / "long.mkv", pts=list(range(0, 200 * 40, 40)), size=(320, 240), audio=None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vsr", "upscale", str(src), str(tmp_path / "out.mkv"), "--scale", "2", "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".out.") for p in tmp_path.iterdir()):  # the temporary output exists
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 5
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert names(tmp_path) == {"long.mkv"}
