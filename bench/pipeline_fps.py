@@ -1,0 +1,153 @@
+"""Does the video pipeline hide decode and encode behind SR? And is its memory flat?
+
+Measures, on the same frames of one clip (its own synthetic clip by default, or --input):
+  network fps   the SRCNN forward pass alone on bicubic-interpolated Y (what `vsr bench` calls model-only)
+  sr-stage fps  everything the SR thread does per frame: bicubic Y + SRCNN + bicubic U/V (`upscale_planes`)
+  end-to-end    `vsr upscale` through `upscale_video`: decode + SR + encode in three threads, to a real file
+and prints end-to-end / sr-stage and end-to-end / network. With --memory it also samples the process RSS
+once a second during the end-to-end run and reports start, peak and end (use a long clip: --frames 15000
+is 10 minutes at 25 fps).
+
+    python bench/pipeline_fps.py --size 320x180 --frames 48 --scale 2 --arch 9-5-5 [--json OUT]
+    python bench/pipeline_fps.py --size 160x90 --frames 15000 --scale 2 --arch 9-1-5 --memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from vsr.engine import Upscaler
+from vsr.model import load_weights
+from vsr.pipeline import upscale_planes, upscale_video
+from vsr.resize import imresize, output_length
+from vsr.synth import make_clip
+from vsr.video import VideoReader, plane_shapes
+from vsr.weights import default_weights
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def decoded_planes(path: Path, limit: int) -> tuple[list[tuple[np.ndarray, ...]], object]:
+    reader = VideoReader(str(path))
+    frames = []
+    try:
+        for item in reader.read():
+            if hasattr(item, "planes"):
+                frames.append(item.planes)
+                if len(frames) >= limit:
+                    break
+        return frames, reader.info
+    finally:
+        reader.close()
+
+
+def timed(fn, items, repeats: int = 1) -> float:
+    """Frames per second of fn over items (best of `repeats` passes, after one warm-up call)."""
+    fn(items[0])
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for it in items:
+            fn(it)
+        best = min(best, time.perf_counter() - t0)
+    return len(items) / best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--input", type=Path, help="a video file (default: a synthetic clip)")
+    ap.add_argument("--size", default="320x180", help="synthetic clip size WxH")
+    ap.add_argument("--frames", type=int, default=48, help="synthetic clip length")
+    ap.add_argument("--sample", type=int, default=16, help="frames used for the network and sr-stage figures")
+    ap.add_argument("--scale", type=int, default=2)
+    ap.add_argument("--arch", default="9-5-5")
+    ap.add_argument("--codec", default="libx264")
+    ap.add_argument("--preset", default=None)
+    ap.add_argument("--memory", action="store_true", help="sample RSS during the end-to-end run")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+
+    torch.set_grad_enabled(False)
+    work = Path(tempfile.mkdtemp(prefix="vsr-bench-"))
+    if args.input:
+        src = args.input
+    else:
+        w, h = (int(v) for v in args.size.split("x"))
+        src = make_clip(work / "clip.mp4", w, h, args.frames, audio=True)
+    upscaler = Upscaler(load_weights(default_weights(args.scale, args.arch)), "cpu")
+    frames, info = decoded_planes(src, args.sample)
+    out_w, out_h = output_length(info.width, args.scale), output_length(info.height, args.scale)
+    shapes = plane_shapes(info.pix_fmt, out_w, out_h)
+    ys = [imresize(torch.from_numpy(p[0].astype(np.float32))[None, None] / info.peak, args.scale) for p in frames]
+
+    network_fps = timed(upscaler, ys, repeats=3)
+    stage_fps = timed(lambda p: upscale_planes(p, args.scale, upscaler, info.peak, shapes), frames, repeats=3)
+
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample_rss() -> None:
+        while not stop.wait(1.0):
+            samples.append(rss_mib())
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    start_rss = rss_mib()
+    if args.memory:
+        sampler.start()
+    summary = upscale_video(src, work / "out.mkv", args.scale, upscaler, codec=args.codec, preset=args.preset)
+    stop.set()
+    with av.open(str(work / "out.mkv")) as c:
+        assert c.streams.video[0].codec_context.width == out_w
+    result = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "av": av.__version__,
+        },
+        "input": f"{info.width}x{info.height}",
+        "output": f"{out_w}x{out_h}",
+        "scale": args.scale,
+        "model": args.arch,
+        "frames": summary.frames,
+        "codec": summary.codec,
+        "network_fps": round(network_fps, 3),
+        "sr_stage_fps": round(stage_fps, 3),
+        "end_to_end_fps": round(summary.fps, 3),
+        "e2e_over_sr_stage": round(summary.fps / stage_fps, 3),
+        "e2e_over_network": round(summary.fps / network_fps, 3),
+    }
+    if args.memory and samples:
+        result["rss_mib"] = {
+            "before": round(start_rss, 1),
+            "first_minute_median": round(statistics.median(samples[:60]), 1),
+            "last_minute_median": round(statistics.median(samples[-60:]), 1),
+            "peak": round(max(samples), 1),
+            "samples": len(samples),
+        }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
