@@ -1,19 +1,39 @@
-"""Inference backends behind one interface: `Upscaler`.
+"""Inference backends behind one interface: `Upscaler`, and `make_upscaler` to pick one.
 
 Contract: an `Upscaler` maps bicubic-upscaled luma, a float32 tensor N x 1 x H x W in
-[0, 1] on any device, to SRCNN output of the same shape on the same device, clamped
-to [0, 1]. It runs the model on its own device and precision, and in tiles of at
-most `tile` x `tile` pixels with a halo of the model's receptive-field radius, so
-tiled output equals untiled output and memory stays bounded on large frames.
+[0, 1] on any device, to SRCNN output of the same shape on the same device as the
+upscaler (`.device`), clamped to [0, 1]. It runs the model on its own device and
+precision, in tiles of at most `tile` x `tile` output pixels with a halo of the model's
+receptive-field radius (`border`), so tiled output equals untiled output and memory stays
+bounded on large frames. When a frame needs more than one tile, every window is padded to
+the same (tile + 2 border)^2 shape (replicate), so compiled backends see one shape per
+frame size.
+
+Backends (attribute `backend`):
+- `eager`: plain PyTorch, CPU or CUDA, fp32 (fp16 on CUDA only).
+- `compile`: `torch.compile` (Inductor), channels_last on CUDA, CUDA graphs on CUDA
+  (mode "reduce-overhead"; outputs are copied out before the next replay). Inductor's
+  on-disk cache lives under `$VSR_CACHE/inductor` (default ~/.cache/vsr/inductor), so a
+  second run does not compile again. Also works on the CPU.
+- `tensorrt`: torch-tensorrt (dynamo), FP16 or FP32, one static engine per window shape,
+  built on first use and cached on disk (`vsr.trt`). Imported lazily; a clear
+  `BackendError` says how to install it where it is missing.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from .errors import BackendError
 from .model import SRCNN
+
+BACKENDS = ("eager", "compile", "tensorrt")
+Notice = Callable[[str], None]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -29,17 +49,38 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def default_tile(device: torch.device) -> int:
+    """Largest output tile side: small on the CPU (cache friendly), a whole 1080p frame on a GPU."""
+    return 2048 if device.type == "cuda" else 512
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("VSR_CACHE", Path.home() / ".cache" / "vsr"))
+
+
+class _Valid(torch.nn.Module):
+    """The model with valid (unpadded) convolutions: what the backends compile."""
+
+    def __init__(self, model: SRCNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x, pad=False)
+
+
 class Upscaler:
-    """Eager PyTorch backend (CPU or GPU), fp32 or fp16 (fp16 only on CUDA)."""
+    """Eager PyTorch backend (CPU or GPU), fp32 or fp16 (fp16 only on CUDA); base of the others."""
 
     backend = "eager"
 
-    def __init__(self, model: SRCNN, device: torch.device | str = "cpu", precision: str = "fp32", tile: int = 512):
+    def __init__(self, model: SRCNN, device: torch.device | str = "cpu", precision: str = "fp32", tile: int | None = None):
         self.device = torch.device(device)
         if precision not in ("fp32", "fp16"):
             raise BackendError(f"unknown precision {precision!r}; use fp32 or fp16")
         if precision == "fp16" and self.device.type != "cuda":
             raise BackendError("fp16 needs a CUDA GPU; use --precision fp32 on the CPU")
+        tile = default_tile(self.device) if tile is None else tile
         if tile < 16:
             raise BackendError(f"tile size {tile} is too small; use at least 16")
         self.precision = precision
@@ -48,10 +89,9 @@ class Upscaler:
         self.config = model.config
         self.tile = tile
 
-    @torch.inference_mode()
-    def _run_valid(self, y: torch.Tensor) -> torch.Tensor:
-        """Valid convolutions on an already padded input (output smaller by 2*border)."""
-        return self.model(y.to(self.dtype), pad=False).float()
+    def _run_valid(self, window: torch.Tensor) -> torch.Tensor:
+        """Valid convolutions on an already padded window (output smaller by 2*border), float32 out."""
+        return self.model(window.to(self.dtype), pad=False).float()
 
     @torch.inference_mode()
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
@@ -63,9 +103,75 @@ class Upscaler:
         if h <= t and w <= t:
             return self._run_valid(padded).clamp_(0.0, 1.0)
         out = torch.empty_like(y)
+        full = t + 2 * b
         for top in range(0, h, t):
             for left in range(0, w, t):
                 bottom, right = min(top + t, h), min(left + t, w)
                 window = padded[:, :, top : bottom + 2 * b, left : right + 2 * b]
-                out[:, :, top:bottom, left:right] = self._run_valid(window)
+                short_h, short_w = full - window.shape[-2], full - window.shape[-1]
+                if short_h or short_w:  # edge tile: same shape as the others, extra pixels discarded
+                    window = F.pad(window, (0, short_w, 0, short_h), mode="replicate")
+                out[:, :, top:bottom, left:right] = self._run_valid(window)[:, :, : bottom - top, : right - left]
         return out.clamp_(0.0, 1.0)
+
+
+class CompiledUpscaler(Upscaler):
+    """`torch.compile` backend (see the module contract)."""
+
+    backend = "compile"
+
+    def __init__(self, model: SRCNN, device: torch.device | str = "cpu", precision: str = "fp32", tile: int | None = None):
+        super().__init__(model, device, precision, tile)
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fx_graph_cache = True
+        self.cuda_graphs = self.device.type == "cuda"
+        self.channels_last = self.device.type == "cuda"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        try:
+            self._fn = torch.compile(_Valid(self.model), dynamic=False, mode="reduce-overhead" if self.cuda_graphs else None)
+        except Exception as exc:  # noqa: BLE001 - e.g. no C++ compiler for Inductor on the CPU
+            raise BackendError(f"torch.compile is not usable here ({type(exc).__name__}: {exc}); use --backend eager") from None
+
+    def _run_valid(self, window: torch.Tensor) -> torch.Tensor:
+        x = window.to(self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        out = self._fn(x)
+        return out.float() if out.dtype != torch.float32 else out.clone()  # never hand out the graph's own buffer
+
+
+def make_upscaler(
+    model: SRCNN,
+    backend: str = "auto",
+    device: torch.device | str = "auto",
+    precision: str | None = None,
+    tile: int | None = None,
+    notice: Notice = lambda message: None,
+) -> Upscaler:
+    """Pick and build a backend. auto: tensorrt where torch-tensorrt imports on CUDA, else compile on
+    CUDA, eager on the CPU. precision None: fp16 on CUDA, fp32 on the CPU."""
+    dev = pick_device(device) if isinstance(device, str) else torch.device(device)
+    precision = precision or ("fp16" if dev.type == "cuda" else "fp32")
+    if backend == "auto":
+        if dev.type != "cuda":
+            backend = "eager"
+        else:
+            from . import trt
+
+            backend = "tensorrt" if trt.available() else "compile"
+            if backend == "compile":
+                notice("torch-tensorrt is not installed; using the torch.compile backend")
+    if backend == "eager":
+        return Upscaler(model, dev, precision, tile)
+    if backend == "compile":
+        return CompiledUpscaler(model, dev, precision, tile)
+    if backend == "tensorrt":
+        from .trt import TensorRTUpscaler
+
+        return TensorRTUpscaler(model, dev, precision, tile, notice=notice)
+    raise BackendError(f"unknown backend {backend!r}; use one of auto, {', '.join(BACKENDS)}")

@@ -1,0 +1,98 @@
+"""Backends behind `Upscaler`: eager, compile (runs on the CPU too), tensorrt (skips where absent), and GPU checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vsr import trt
+from vsr.engine import Upscaler, make_upscaler
+from vsr.errors import BackendError
+from vsr.pipeline import upscale_planes
+
+from .test_model import make_model
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_auto_on_cpu_is_eager_fp32():
+    up = make_upscaler(make_model("9-1-5"), "auto", "cpu")
+    assert (up.backend, up.precision, up.device.type) == ("eager", "fp32", "cpu")
+
+
+def test_bad_backend_and_precision():
+    with pytest.raises(BackendError, match="unknown backend"):
+        make_upscaler(make_model("9-1-5"), "magic", "cpu")
+    with pytest.raises(BackendError, match="fp16 needs a CUDA GPU"):
+        make_upscaler(make_model("9-1-5"), "eager", "cpu", "fp16")
+
+
+@pytest.mark.skipif(trt.available(), reason="torch-tensorrt is installed here")
+def test_tensorrt_missing_is_one_clear_error():
+    with pytest.raises(BackendError, match="pip install 'vsr\\[tensorrt\\]'"):
+        make_upscaler(make_model("9-1-5"), "tensorrt", "cpu")
+
+
+def test_edge_tiles_padded_to_one_shape_equal_untiled():
+    model = make_model("9-5-5")
+    x = torch.rand(2, 1, 70, 101, generator=torch.Generator().manual_seed(3))
+    whole = Upscaler(model, "cpu", tile=512)(x)
+    shapes = []
+    tiled = Upscaler(model, "cpu", tile=32)
+    run = tiled._run_valid
+    tiled._run_valid = lambda w: shapes.append(tuple(w.shape)) or run(w)
+    assert torch.equal(tiled(x), whole)
+    assert set(shapes) == {(2, 1, 32 + 16, 32 + 16)}
+
+
+def test_compile_backend_matches_eager_on_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSR_CACHE", str(tmp_path))
+    model = make_model("9-1-5")
+    x = torch.rand(1, 1, 40, 56, generator=torch.Generator().manual_seed(0))
+    ref = Upscaler(make_model("9-1-5"), "cpu")(x)
+    compiled = make_upscaler(model, "compile", "cpu")
+    assert compiled.backend == "compile"
+    torch.testing.assert_close(compiled(x), ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(compiled(x), ref, atol=1e-5, rtol=0)  # second call: same shape, no recompile needed
+
+
+# ---------------------------------------------------------------- GPU (skipped without CUDA)
+
+
+@CUDA
+def test_fp16_close_to_fp32_on_gpu():
+    x = torch.rand(1, 1, 96, 128, generator=torch.Generator().manual_seed(1)).cuda()
+    fp32 = Upscaler(make_model("9-5-5"), "cuda", "fp32")(x)
+    fp16 = Upscaler(make_model("9-5-5"), "cuda", "fp16")(x)
+    assert (fp16 - fp32).abs().max().item() < 2e-3
+
+
+@CUDA
+def test_gpu_tiled_equals_untiled_fp32():
+    x = torch.rand(1, 1, 300, 520, generator=torch.Generator().manual_seed(2)).cuda()
+    whole = Upscaler(make_model("9-5-5"), "cuda", "fp32", tile=1024)(x)
+    tiled = Upscaler(make_model("9-5-5"), "cuda", "fp32", tile=128)(x)
+    torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
+
+
+@CUDA
+@pytest.mark.parametrize("backend", ["eager", "compile"])
+def test_gpu_frames_equal_one_frame_at_a_time(backend):
+    from vsr.gpu import GpuFrames
+
+    rng = np.random.default_rng(0)
+    frames = [tuple(rng.integers(0, 256, s, dtype=np.uint8) for s in ((36, 64), (18, 32), (18, 32))) for _ in range(5)]
+    out_shapes = ((72, 128), (36, 64), (36, 64))
+    up = make_upscaler(make_model("9-1-5"), backend, "cuda", "fp32")
+    gpu = GpuFrames(up, 2, 255, ((36, 64), (18, 32), (18, 32)), out_shapes, slots=2)
+    pending, results = [], []
+    for f in frames:  # keep two in flight, as the pipeline does
+        pending.append(gpu.submit(f))
+        if len(pending) == 2:
+            results.append(gpu.result(pending.pop(0)))
+    results += [gpu.result(t) for t in pending]
+    for f, got in zip(frames, results, strict=True):
+        want = upscale_planes(f, 2, up, 255, out_shapes, "cuda")
+        for a, b in zip(got, want, strict=True):
+            assert np.abs(a.astype(int) - b.astype(int)).max() <= (1 if backend == "compile" else 0)
