@@ -29,6 +29,8 @@ run2() {  # run2 SCALE EPOCHS: continue weights/srcnn_9-5-5_x<SCALE> in weights/
     --out "$out" "${start[@]}" --quiet
   cp "$out/srcnn_9-5-5_x${scale}.safetensors" "weights/srcnn_9-5-5_x${scale}.safetensors"
 }
-run2 3 "${X3_FT_EPOCHS:-120}"
-run2 2 "${X2_FT_EPOCHS:-120}"
-run2 4 "${X4_FT_EPOCHS:-120}"
+# The x3 fine-tune was started with 120 epochs and cut to 60 after epoch 33 (CPU time ran short;
+# `--epochs` may change on --resume, which reshapes the rest of the cosine).
+run2 3 "${X3_FT_EPOCHS:-60}"
+run2 2 "${X2_FT_EPOCHS:-30}"
+run2 4 "${X4_FT_EPOCHS:-30}"
