@@ -18,6 +18,11 @@ Contract:
   timestamps, the input's colour range, matrix, primaries, transfer, rotation, sample aspect ratio and
   metadata, and remuxes the reader's other streams. Damaged input is decoded as far as it goes; where
   reading stopped or packets were skipped is reported through the `warn` callback (one line each).
+- Pictures vsr makes itself (no source reader, e.g. `vsr webcam --record`) are written with
+  `VideoWriter(..., reader=None, info=plain_info(width, height, rate, time_base))`: 8-bit yuv420p tagged
+  studio-range BT.601 matrix, primaries and transfer unspecified; nothing is remuxed.
+- `VideoReader(..., live=True)` decodes with slice threads only, so no frame waits in frame threads (latency
+  for live sources); otherwise frame and slice threads (throughput).
 """
 
 from __future__ import annotations
@@ -112,6 +117,26 @@ class EncoderOptions:
     pix_fmt: str | None = None
 
 
+def plain_info(width: int, height: int, rate: Fraction | None = None, time_base: Fraction = Fraction(1, 1000)) -> VideoInfo:
+    """The `VideoInfo` of yuv420p pictures vsr makes itself: studio-range BT.601, primaries/transfer unspecified."""
+    return VideoInfo(
+        width=width,
+        height=height,
+        pix_fmt="yuv420p",
+        bits=8,
+        color_range=RANGE_MPEG,
+        colorspace=SPC_SMPTE170M,
+        color_primaries=2,  # AVCOL_PRI_UNSPECIFIED
+        color_trc=2,  # AVCOL_TRC_UNSPECIFIED
+        rotation=0,
+        time_base=time_base,
+        rate=rate,
+        frames=None,
+        duration_s=None,
+        codec="rawvideo",
+    )
+
+
 def is_url(src: str) -> bool:
     return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", src) is not None
 
@@ -164,9 +189,10 @@ def plane_shapes(pix_fmt: str, width: int, height: int) -> tuple[tuple[int, int]
 class VideoReader:
     """Demuxes and decodes the first video stream of `src`; see the module contract."""
 
-    def __init__(self, src: str | Path, fmt: str | None = None, warn: Warn = lambda message: None):
+    def __init__(self, src: str | Path, fmt: str | None = None, warn: Warn = lambda message: None, live: bool = False):
         self.src = str(src)
         self._warn = warn
+        self._live = live
         self._container = _open_input(self.src, fmt)
         try:
             self._setup()
@@ -181,7 +207,7 @@ class VideoReader:
             kinds = ", ".join(sorted({s.type for s in c.streams})) or "no streams"
             raise InputError(f"{self.src}: has no video stream ({kinds}); give a video file")
         self.video = videos[0]
-        self.video.thread_type = "AUTO"
+        self.video.thread_type = "SLICE" if self._live else "AUTO"  # frame threads delay output by a frame each
         self.passthrough = [s for s in c.streams if s.type in ("audio", "subtitle", "data")]
         self.attachments = [s for s in c.streams if s.type == "attachment"]
         self.frames_read = 0
@@ -475,16 +501,21 @@ class VideoWriter:
         self,
         dst: str | Path,
         fmt: str | None,
-        reader: VideoReader,
+        reader: VideoReader | None,
         width: int,
         height: int,
         enc: EncoderOptions,
         warn: Warn = lambda message: None,
         label: str | None = None,
+        info: VideoInfo | None = None,
     ):
         self.dst = str(dst)
         self.label = label or self.dst  # the name errors mention (the target, not its temporary file)
-        info = self.info = reader.info
+        if info is None:
+            if reader is None:
+                raise ValueError("VideoWriter needs a reader or the info of the pictures it writes")
+            info = reader.info
+        self.info = info
         codec, options, self.pix_fmt = encoder_settings(enc, info.pix_fmt)
         self.frames_written = 0
         self.packets_written = 0
@@ -495,9 +526,10 @@ class VideoWriter:
             self.abort()
             raise
 
-    def _setup(self, reader: VideoReader, codec: str, options: dict[str, str], width: int, height: int, warn: Warn) -> None:
+    def _setup(
+        self, reader: VideoReader | None, codec: str, options: dict[str, str], width: int, height: int, warn: Warn
+    ) -> None:
         out, info = self._container, self.info
-        out.metadata.update(_clean_tags(reader.metadata))
         stream = self.stream = out.add_stream(codec, rate=info.rate, options=options)
         ctx = stream.codec_context
         stream.width, stream.height, stream.pix_fmt = width, height, self.pix_fmt
@@ -507,13 +539,39 @@ class VideoWriter:
         ctx.thread_count = 0
         ctx.color_range = info.color_range
         ctx.colorspace, ctx.color_primaries, ctx.color_trc = info.colorspace, info.color_primaries, info.color_trc
-        if reader.video.sample_aspect_ratio:
-            ctx.sample_aspect_ratio = reader.video.sample_aspect_ratio
         if info.rotation:
             stream.set_display_rotation(info.rotation)
+        self._map = {}
+        if reader is not None:
+            self._copy_from_reader(reader, warn)
+        try:
+            ctx.open()
+        except (av.FFmpegError, ValueError) as exc:
+            if width % 2 or height % 2:
+                hint = " (4:2:0/4:2:2 encoders need even sizes: use an even --scale, --pix-fmt yuv444p or --codec ffv1)"
+            elif codec.endswith("_nvenc"):
+                hint = " (NVENC needs an NVIDIA GPU and driver; use --codec libx264 on other machines)"
+            else:
+                hint = "; check --codec, --crf, --preset and --pix-fmt"
+            raise UsageError(
+                f"cannot start encoder {codec} for {width}x{height} {self.pix_fmt} {options}: {_err_text(exc)}{hint}"
+            ) from None
+        try:
+            out.start_encoding()
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise OutputError(
+                f"{self.label}: cannot write the {out.format.name} header: {_err_text(exc)}; "
+                "check the folder is writable, or write a .mkv file"
+            ) from None
+
+    def _copy_from_reader(self, reader: VideoReader, warn: Warn) -> None:
+        """Container and stream metadata, sample aspect ratio, passthrough streams, attachments and chapters."""
+        out, stream = self._container, self.stream
+        out.metadata.update(_clean_tags(reader.metadata))
+        if reader.video.sample_aspect_ratio:
+            stream.codec_context.sample_aspect_ratio = reader.video.sample_aspect_ratio
         stream.metadata.update(_clean_tags(dict(reader.video.metadata)))
         _copy_disposition(reader.video, stream)
-        self._map = {}
         for src in reader.passthrough:
             if src.type == "data" and (src.codec_context is None or out.format.name not in reader.format_name.split(",")):
                 warn(f"data stream #{src.index} is not copied: its codec is unknown or it cannot move to {out.format.name}")
@@ -535,25 +593,6 @@ class VideoWriter:
                 out.set_chapters(chapters)
             except (av.FFmpegError, AttributeError, ValueError, TypeError):
                 warn(f"the input's {len(chapters)} chapter(s) could not be copied to {out.format.name}")
-        try:
-            ctx.open()
-        except (av.FFmpegError, ValueError) as exc:
-            if width % 2 or height % 2:
-                hint = " (4:2:0/4:2:2 encoders need even sizes: use an even --scale, --pix-fmt yuv444p or --codec ffv1)"
-            elif codec.endswith("_nvenc"):
-                hint = " (NVENC needs an NVIDIA GPU and driver; use --codec libx264 on other machines)"
-            else:
-                hint = "; check --codec, --crf, --preset and --pix-fmt"
-            raise UsageError(
-                f"cannot start encoder {codec} for {width}x{height} {self.pix_fmt} {options}: {_err_text(exc)}{hint}"
-            ) from None
-        try:
-            out.start_encoding()
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            raise OutputError(
-                f"{self.label}: cannot write the {out.format.name} header: {_err_text(exc)}; "
-                "check the folder is writable, or write a .mkv file"
-            ) from None
 
     def _copy_attachments(self, reader: VideoReader, warn: Warn) -> None:
         if not reader.attachments:
