@@ -265,6 +265,112 @@ class _VideoProgress:
             self.progress.update(self.task, completed=event["frames"], total=total, fps=event["fps"], total_text=total or "?")
 
 
+class View(str, Enum):
+    side = "side"
+    split = "split"
+    sr = "sr"
+    bicubic = "bicubic"
+
+
+def _parse_size(text: str, option: str) -> tuple[int, int]:
+    import re
+
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if match is None or min(int(match.group(1)), int(match.group(2))) < 1:
+        raise UsageError(f"{option} must be WIDTHxHEIGHT, e.g. 640x480; got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+@app.command()
+def webcam(
+    source: Annotated[
+        str, typer.Option(help="Camera index (0, 1, ...) or /dev/videoN, a video file, or a stream URL (rtsp://, http://, ...).")
+    ] = "0",
+    scale: Annotated[int, typer.Option(help="Upscaling factor (2-8).")] = 2,
+    weights: WeightsOpt = None,
+    arch: ArchOpt = Arch.a955,
+    device: DeviceOpt = "auto",
+    view: Annotated[View, typer.Option(help="View at the start: side (bicubic | SRCNN), split, sr, bicubic.")] = View.side,
+    window: Annotated[bool, typer.Option("--window/--no-window", help="Show the preview, or run the loop headless.")] = True,
+    frames: Annotated[int | None, typer.Option(help="Stop after this many frames (shown, or processed headless).")] = None,
+    record: Annotated[str | None, typer.Option(help="Record what is shown to this video file (e.g. out.mkv).")] = None,
+    record_sr_only: Annotated[
+        bool, typer.Option("--record-sr-only", help="Record only the SRCNN stream (output size, the source's pixel format).")
+    ] = False,
+    codec: Annotated[str, typer.Option(help="Encoder of --record: libx264, libx265, libsvtav1, ffv1, ...")] = "libx264",
+    crf: Annotated[float | None, typer.Option(help="Quality of --record (CRF, or CQ for NVENC); lower is better.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Encoder preset of --record (codec default: medium for x264).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --record file.")] = False,
+    live: Annotated[
+        bool | None,
+        typer.Option("--live/--no-live", help="Keep only the newest frame, drop stale ones (default: cameras and URLs)."),
+    ] = None,
+    loop: Annotated[bool, typer.Option("--loop", help="Restart a file source when it ends.")] = False,
+    snapshot_dir: Annotated[Path, typer.Option(help="Folder for snapshots (key s).")] = Path("."),
+    camera_size: Annotated[str | None, typer.Option(help="Picture size to ask of a camera, WIDTHxHEIGHT, e.g. 640x480.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No status line or summary.")] = False,
+) -> None:
+    """Live preview of a camera, stream or file: bicubic beside SRCNN, with fps, latency and dropped frames.
+
+    Keys: q/Esc quit, space comparison, s snapshot, 1-4 view, +/- zoom, [ ] or mouse split, p pause, h overlay.
+    """
+    from .webcam import EncoderOptions, WebcamOptions, run_webcam  # before anything loads PyAV (see vsr.webcam)
+
+    _check_scale(scale)
+    opts = WebcamOptions(
+        source=source,
+        scale=scale,
+        window=window,
+        frames=frames,
+        view=view.value,
+        record=record,
+        record_sr_only=record_sr_only,
+        overwrite=overwrite,
+        encoder=EncoderOptions(codec=codec, crf=crf, preset=preset),
+        live=live,
+        loop=loop,
+        snapshot_dir=str(snapshot_dir),
+        camera_size=_parse_size(camera_size, "--camera-size") if camera_size else None,
+    )
+    upscaler = _load_upscaler(weights, scale, arch.value, device)
+    status = err_console.status("vsr webcam: starting", spinner="dots") if not quiet else None
+    if status is not None:
+        status.start()
+    say = lambda text: err_console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+
+    def report(event: dict) -> None:
+        kind = event["event"]
+        if kind == "warning":
+            say(f"vsr: warning: {event['message']}")
+        elif quiet:
+            return
+        elif kind == "start":
+            (w, h), (ow, oh) = event["in_size"], event["out_size"]
+            mode = "live, newest frame only" if event["live"] else "every frame"
+            say(f"{event['source']}: {w}x{h} -> {ow}x{oh}, {event['model']} on {event['device']} ({mode})")
+        elif kind == "snapshot":
+            say(f"snapshot: {event['path']}")
+        elif kind == "progress" and status is not None:
+            dropped = f", {event['dropped']} dropped" if event["dropped"] else ""
+            status.update(
+                f"vsr webcam: {event['frames']} frames, {event['fps']:.1f} fps, SR {event['sr_ms']:.0f} ms, "
+                f"latency {event['latency_ms']:.0f} ms{dropped}"
+            )
+
+    try:
+        summary = run_webcam(opts, upscaler, report)
+    finally:
+        if status is not None:
+            status.stop()
+    if not quiet:
+        dropped = f", {summary.dropped} dropped" if summary.live else ""
+        recorded = f"; recorded {summary.recorded_frames} frames -> {summary.record}" if summary.record else ""
+        say(
+            f"{summary.frames} frames in {summary.elapsed_s:.1f} s, {summary.fps:.1f} fps, SR {summary.sr_ms:.0f} ms/frame, "
+            f"latency {summary.latency_ms:.0f} ms{dropped}{recorded}"
+        )
+
+
 @app.command(name="eval")
 def eval_cmd(
     data: Annotated[str, typer.Option(help="Ground-truth images: Set5, Set14 or a folder.")] = "Set5",
@@ -311,6 +417,183 @@ def eval_cmd(
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     table.add_row("paper (9-5-5)", fmt(paper["bicubic_psnr"]), fmt(paper["srcnn_955_psnr"]), style="dim")
     out_console.print(table)
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer, smaller configurations: about a minute on 2 CPU cores.")] = False,
+    device: DeviceOpt = "auto",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the full report (JSON) to this file.")] = None,
+    plot_out: Annotated[
+        Path | None, typer.Option("--plot", help="Draw throughput per configuration (PSNR vs speed too with --eval) to this PNG.")
+    ] = None,
+    eval_quality: Annotated[
+        bool, typer.Option("--eval", help="Also measure Set5 Y-PSNR ($VSR_DATA) of each model and scale benched.")
+    ] = False,
+    src: Annotated[
+        str | None, typer.Option("--input", help="Video file for the pipeline rows, processed whole (default: a synthetic clip).")
+    ] = None,
+    models: Annotated[str, typer.Option(help="Comma-separated SRCNN models: 9-1-5, 9-5-5.")] = "9-1-5,9-5-5",
+    backends: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated backends: eager, compile, tensorrt (default: eager; on CUDA also the one upscale picks)."
+        ),
+    ] = None,
+    resolutions: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated WIDTHxHEIGHTxSCALE, e.g. 640x360x3 (-> 1920x1080); the first sets the clip."),
+    ] = None,
+    frames: Annotated[int | None, typer.Option(help="Frames of the synthetic clip (default: by device and --quick).")] = None,
+    codec: Annotated[str, typer.Option(help="Video encoder of the pipeline and transcode rows.")] = "libx264",
+    preset: Annotated[str | None, typer.Option(help="Encoder preset (codec default: medium for x264).")] = None,
+    pipeline: Annotated[bool, typer.Option("--pipeline/--no-pipeline", help="Measure the pipeline and transcode rows.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Measure throughput on this machine: model only, the video pipeline and the transcode-only baseline."""
+    import dataclasses
+    import shlex
+
+    from . import bench as bm
+    from .engine import pick_device
+
+    dev = pick_device(device)
+    plan = bm.default_plan(dev, quick)
+    changes: dict = {
+        "models": bm.parse_names(models, bm.MODELS, "--models"),
+        "codec": codec,
+        "preset": preset,
+        "pipeline": pipeline,
+    }
+    if backends is not None:
+        changes["backends"] = bm.parse_names(backends, bm.BACKENDS, "--backends")
+    if resolutions is not None:
+        changes["resolutions"] = bm.parse_resolutions(resolutions)
+    if frames is not None:
+        changes["frames"] = frames
+    if src is not None:
+        bm.check_input(src)
+        changes["input"] = src
+    if eval_quality:
+        from .data import resolve_dataset
+
+        resolve_dataset("Set5")
+        changes["eval_data"] = "Set5"
+    for path, option in ((json_out, "--json"), (plot_out, "--plot")):
+        if path is not None:
+            bm.check_output(path, option)
+    if plot_out is not None:
+        bm.check_plotting()
+    if pipeline:
+        from .video import EncoderOptions, encoder_settings
+
+        encoder_settings(EncoderOptions(codec=codec, preset=preset), "yuv420p")  # an unknown encoder fails now, not later
+    plan = dataclasses.replace(plan, **changes)
+    command = shlex.join(["vsr", *sys.argv[1:]])
+    if quiet:
+        doc = bm.run(plan, dev, command=command)
+    else:
+        with err_console.status("vsr bench") as status:
+            doc = bm.run(plan, dev, progress=lambda message: status.update(f"vsr bench: {message}"), command=command)
+    if json_out is not None:
+        json_out.write_text(json.dumps(doc, indent=2) + "\n")
+    if plot_out is not None:
+        bm.plot(doc, plot_out)
+    _print_bench(doc)
+    for path in (json_out, plot_out):
+        if path is not None and not quiet:
+            err_console.print(f"wrote {path}", markup=False, highlight=False)
+
+
+def _print_bench(doc: dict) -> None:
+    """The report as rich tables on stdout: model only, video, where the pipeline waits, quality."""
+    from .bench import summarise_device
+
+    num = lambda v, spec=".1f": "-" if v is None else format(v, spec)  # noqa: E731
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+
+    def table(title: str, cols: tuple[str, ...], left: int) -> Table:
+        t = Table(title=title)
+        for i, col in enumerate(cols):
+            t.add_column(col, justify="left" if i < left else "right", no_wrap=i < left)
+        return t
+
+    def name(r: dict) -> str:
+        if r["stage"] == "transcode":
+            return "transcode (bicubic)"
+        random = "*" if r["weights"] == "random" else ""
+        return f"{'' if r['stage'] == 'model' else 'pipeline '}{r['model']}{random} {r['backend']} {r['precision']}"
+
+    out_console.print(summarise_device(doc), markup=False, highlight=False, soft_wrap=True)
+    rows = doc["results"]
+    model_rows = [r for r in rows if r["stage"] == "model"]
+    if model_rows:
+        cols = ("model", "in -> out", "fps", "Mpix/s", "GFLOP/frame", "of peak")
+        t = table("model only: SRCNN on bicubic-sized luma (median)", cols, 2)
+        for r in model_rows:
+            size = f"{r['input']}->{r['output']}"
+            t.add_row(
+                name(r), size, num(r["fps"], ".2f"), num(r["mpix_s"], ".2f"), num(r["gflop_per_frame"]), pct(r["peak_fraction"])
+            )
+        out_console.print(t)
+    video_rows = [r for r in rows if r["stage"] != "model"]
+    if video_rows:
+        enc = doc["plan"]["encoder"]
+        t = table(
+            f"video: decode -> SR -> encode ({enc['codec']} {enc['preset']}), {video_rows[0]['clip']}; "
+            "ratio = fps / transcode fps",
+            ("run", "in -> out", "fps", "Mpix/s", "ratio", "of peak"),
+            2,
+        )
+        for r in video_rows:
+            size = f"{r['input']}->{r['output']}"
+            t.add_row(
+                name(r),
+                size,
+                num(r["fps"], ".2f"),
+                num(r["mpix_s"], ".2f"),
+                num(r["ratio_to_transcode"], ".3f"),
+                pct(r["peak_fraction"]),
+            )
+        out_console.print(t)
+        t = table(
+            "where the pipeline waits: stage fps = frames / busy s; busy % of wall time (decode/SR/encode); "
+            f"mean items waiting in the decoded/upscaled queues (of {video_rows[0]['stages']['decoded']['capacity']})",
+            ("run", "decode fps", "SR fps", "encode fps", "busy %", "queue fill"),
+            1,
+        )
+        for r in video_rows:
+            st = r["stages"]
+            busy = "/".join(
+                num(None if st[k]["utilisation"] is None else 100 * st[k]["utilisation"], ".0f")
+                for k in ("decode", "sr", "encode")
+            )
+            fill = "/".join(num(st[k]["mean_fill"]) for k in ("decoded", "upscaled"))
+            t.add_row(
+                name(r),
+                num(st["decode"]["fps"]),
+                num(st["sr"]["fps"], ".2f"),
+                num(st["encode"]["fps"]),
+                busy,
+                fill,
+            )
+        out_console.print(t)
+    if doc.get("quality"):
+        t = table("quality: Y-PSNR (dB), vsr eval protocol", ("dataset", "scale", "model", "PSNR", "bicubic", "paper 9-5-5"), 3)
+        for q in doc["quality"]:
+            psnr = num(q["psnr_db"], ".2f") if q.get("psnr_db") is not None else q.get("note", "-")
+            model = f"{q['model']} {q['backend']} {q['precision']}"
+            t.add_row(
+                q["dataset"],
+                f"x{q['scale']}",
+                model,
+                psnr,
+                num(q.get("bicubic_psnr_db"), ".2f"),
+                num(q.get("paper_srcnn_psnr_db"), ".2f"),
+            )
+        out_console.print(t)
+    if any(r.get("weights") == "random" for r in rows):
+        out_console.print("* no shipped weights for this scale: timed with random weights (speed does not depend on them)")
 
 
 def main() -> None:

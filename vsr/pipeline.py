@@ -17,6 +17,13 @@ Contract:
   unless `overwrite`, the input itself always. "-" streams to stdout (matroska unless `fmt_out`).
 - `progress(event: dict)` is called in the caller's thread: {"event": "start", ...}, a few times a second
   {"event": "progress", ...}, {"event": "warning", "message"}, and {"event": "done", ...}.
+- `VideoSummary.stages` says where the pipeline waited (`vsr bench` reports it): for "decode", "sr" and
+  "encode", `frames`, `busy_s` (seconds the stage's thread spent in its own work: demux + decode, `upscale_planes`,
+  encode + mux + the final encoder flush), `wait_in_s` / `wait_out_s` (blocked on an empty input / a full output
+  queue), `fps` (frames / busy_s: the rate the stage alone could sustain) and `utilisation` (busy_s / elapsed_s);
+  for the queues "decoded" and "upscaled", `capacity` and `mean_fill` (items waiting, averaged over the moments
+  the consumer asked for the next item: near 0 the consumer starves, near capacity the producer is held back).
+  The counters are a few `perf_counter` calls per item and change nothing else.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +63,7 @@ class VideoSummary:
     pix_fmt: str
     dst: str
     warnings: tuple[str, ...]
+    stages: dict = field(default_factory=dict, hash=False)  # per-stage figures, see the module contract
 
 
 def upscale_planes(
@@ -183,6 +191,7 @@ def upscale_video(
         pix_fmt=writer.pix_fmt,
         dst=dst,
         warnings=tuple(warnings),
+        stages=run.stage_figures(elapsed_s),
     )
     report({"event": "done", "frames": frames, "elapsed_s": elapsed_s, "fps": summary.fps, "dst": dst})
     return summary
@@ -211,6 +220,13 @@ class _Run:
         self.last_time_s: float | None = None
         self.error: BaseException | None = None
         self.started = False
+        # Stage counters (seconds, frames), each written only by its own stage's thread; see `stage_figures`.
+        self.busy_s = {"decode": 0.0, "sr": 0.0, "encode": 0.0}
+        self.wait_in_s = {"decode": 0.0, "sr": 0.0, "encode": 0.0}
+        self.wait_out_s = {"decode": 0.0, "sr": 0.0, "encode": 0.0}
+        self.frames_stage = {"decode": 0, "sr": 0, "encode": 0}
+        self.fill_sum = {"decoded": 0, "upscaled": 0}
+        self.fill_samples = {"decoded": 0, "upscaled": 0}
         self._lock = threading.Lock()
         self.threads = [
             threading.Thread(target=self._stage, args=(self._decode,), name="vsr-decode", daemon=True),
@@ -245,54 +261,98 @@ class _Run:
             self.stop.set()
             self.finished.set()
 
-    def _put(self, q: queue.Queue, item: object) -> bool:
-        while not self.stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def stage_figures(self, elapsed_s: float) -> dict:
+        """Per-stage busy time, waits, fps and utilisation, and mean queue fill (see the module contract)."""
+        figures: dict = {}
+        for name, busy_s in self.busy_s.items():
+            frames = self.frames_stage[name]
+            figures[name] = {
+                "frames": frames,
+                "busy_s": busy_s,
+                "wait_in_s": self.wait_in_s[name],
+                "wait_out_s": self.wait_out_s[name],
+                "fps": frames / busy_s if busy_s > 0 else None,
+                "utilisation": busy_s / elapsed_s if elapsed_s > 0 else None,
+            }
+        for name in ("decoded", "upscaled"):
+            n = self.fill_samples[name]
+            figures[name] = {"capacity": QUEUE_SIZE, "mean_fill": self.fill_sum[name] / n if n else None}
+        return figures
 
-    def _get(self, q: queue.Queue) -> object:
-        while not self.stop.is_set():
-            try:
-                return q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-        return _END
+    def _put(self, q: queue.Queue, item: object, stage: str) -> bool:
+        t0 = time.perf_counter()
+        try:
+            while not self.stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+        finally:
+            self.wait_out_s[stage] += time.perf_counter() - t0
+
+    def _get(self, q: queue.Queue, stage: str, queue_name: str) -> object:
+        self.fill_sum[queue_name] += q.qsize()
+        self.fill_samples[queue_name] += 1
+        t0 = time.perf_counter()
+        try:
+            while not self.stop.is_set():
+                try:
+                    return q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+            return _END
+        finally:
+            self.wait_in_s[stage] += time.perf_counter() - t0
 
     def _decode(self) -> None:
         try:
-            for item in self.reader.read():
-                if not self._put(self.decoded, item):
+            items = iter(self.reader.read())
+            while True:
+                t0 = time.perf_counter()
+                item = next(items, _END)
+                self.busy_s["decode"] += time.perf_counter() - t0
+                if item is _END:
+                    break
+                if isinstance(item, Picture):
+                    self.frames_stage["decode"] += 1
+                if not self._put(self.decoded, item, "decode"):
                     return
-            self._put(self.decoded, _END)
+            self._put(self.decoded, _END, "decode")
         finally:
             self.reader.close()
 
     def _upscale(self) -> None:
-        while (item := self._get(self.decoded)) is not _END:
+        while (item := self._get(self.decoded, "sr", "decoded")) is not _END:
             if isinstance(item, Picture):
+                t0 = time.perf_counter()
                 planes = upscale_planes(item.planes, self.scale, self.upscaler, self.peak, self.shapes, self.device)
+                self.busy_s["sr"] += time.perf_counter() - t0
                 item = Picture(planes=planes, pts=item.pts, time_base=item.time_base)
                 self.frames_sr += 1
-            if not self._put(self.upscaled, item):
+                self.frames_stage["sr"] += 1
+            if not self._put(self.upscaled, item, "sr"):
                 return
         if not self.stop.is_set():
-            self._put(self.upscaled, _END)
+            self._put(self.upscaled, _END, "sr")
 
     def _encode(self) -> None:
         done = False
         try:
-            while (item := self._get(self.upscaled)) is not _END:
+            while (item := self._get(self.upscaled, "encode", "upscaled")) is not _END:
+                t0 = time.perf_counter()
                 if isinstance(item, Picture):
                     self.writer.write(item)
                     self.last_time_s = float(item.pts * item.time_base)
+                    self.frames_stage["encode"] += 1
                 else:
                     self.writer.mux(item)
+                self.busy_s["encode"] += time.perf_counter() - t0
             if not self.stop.is_set():
+                t0 = time.perf_counter()
                 self.writer.finish()
+                self.busy_s["encode"] += time.perf_counter() - t0
                 done = True
         finally:
             if not done:

@@ -1,0 +1,185 @@
+"""`vsr bench` and `vsr.bench`: report structure, physical limits, stage counters, CLI options and errors.
+
+Tiny configurations only (64x36 frames, a few video frames); nothing here asserts on speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vsr import bench, cli, trt
+from vsr.errors import UsageError
+from vsr.model import SRCNNConfig
+from vsr.pipeline import upscale_video
+
+from .test_video import make_clip
+
+ROW_KEYS = {"stage", "backend", "precision", "model", "input", "output", "scale", "fps", "mpix_s"}
+LIMIT_KEYS = {"gflop_per_frame", "min_bytes_per_frame", "gflop_s", "peak_fraction", "bandwidth_fraction"}
+STAGE_KEYS = {"frames", "busy_s", "wait_in_s", "wait_out_s", "fps", "utilisation"}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """64x48 H.264 with AAC audio, 12 frames at irregular timestamps."""
+    return make_clip(tmp_path_factory.mktemp("bench") / "in.mkv")
+
+
+@pytest.fixture(scope="module")
+def report(clip) -> dict:
+    """One tiny run through the Python API: a 64x36 x2 model row, and pipeline + transcode on `clip`."""
+    plan = bench.Plan(
+        resolutions=(bench.Resolution(64, 36, 2),),
+        models=("9-1-5",),
+        input=str(clip),
+        min_repeats=2,
+        min_time_s=0.0,
+    )
+    messages: list[str] = []
+    doc = bench.run(plan, torch.device("cpu"), progress=messages.append, command="test")
+    assert messages, "progress was never reported"
+    return doc
+
+
+def test_report_structure(report):
+    assert report["schema"] == bench.SCHEMA and report["command"] == "test"
+    json.dumps(report)  # JSON-able as it is
+    device = report["device"]
+    versions = ("python", "torch", "av", "numpy", "opencv", "vsr")
+    assert {"name", "type", "cpu", "cpu_cores", "cpu_threads", "torch_threads", *versions} <= set(device)
+    assert device["type"] == "cpu" and device["name"]
+    assert report["peak"]["fp32"]["gflop_s"] > 0 and report["peak"]["memory"]["gb_s"] > 0
+    assert report["plan"]["resolutions"] == ["64x36x2"]
+    assert [r["stage"] for r in report["results"]] == ["model", "transcode", "pipeline"]
+    for row in report["results"]:
+        assert ROW_KEYS | LIMIT_KEYS <= set(row), row["stage"]
+        assert row["fps"] > 0 and row["mpix_s"] > 0
+    assert report["quality"] == []
+
+
+def test_model_row(report):
+    row = report["results"][0]
+    assert (row["backend"], row["precision"], row["model"], row["weights"]) == ("eager", "fp32", "9-1-5", "shipped")
+    assert (row["input"], row["output"], row["scale"]) == ("64x36", "128x72", 2)
+    assert row["samples"] >= 2 and row["frame_ms_min"] <= row["frame_ms"] <= row["frame_ms_max"]
+    assert row["mpix_s"] == pytest.approx(128 * 72 * row["fps"] / 1e6)
+    assert row["gflop_s"] == pytest.approx(row["gflop_per_frame"] * row["fps"])
+    assert row["peak_fraction"] == pytest.approx(row["gflop_s"] / report["peak"]["fp32"]["gflop_s"])
+
+
+def test_pipeline_and_transcode_rows(report):
+    transcode, pipeline = report["results"][1:]
+    assert transcode["model"] == "bicubic" and transcode["backend"] is None and transcode["gflop_per_frame"] is None
+    assert pipeline["model"] == "9-1-5" and pipeline["backend"] == "eager"
+    for row in (transcode, pipeline):
+        assert (row["input"], row["output"], row["frames"], row["codec"]) == ("64x48", "128x96", 12, "libx264")
+        assert row["clip"].startswith("in.mkv")
+        assert {"decode", "sr", "encode", "decoded", "upscaled"} <= set(row["stages"])
+    assert transcode["ratio_to_transcode"] == 1.0
+    assert pipeline["ratio_to_transcode"] == pytest.approx(pipeline["fps"] / transcode["fps"])
+
+
+def test_frame_cost():
+    cost = bench.frame_cost(SRCNNConfig.from_arch("9-5-5"), 64, 36, 2)
+    macs = 9 * 9 * 64 + 5 * 5 * 64 * 32 + 5 * 5 * 32
+    assert cost["gflop_per_frame"] == pytest.approx(2 * macs * 128 * 72 / 1e9)
+    assert cost["min_bytes_per_frame"] == 64 * 36 + 128 * 72  # uint8 luma in and out
+
+
+def test_video_summary_stages(tmp_path, clip):
+    summary = upscale_video(clip, tmp_path / "out.mkv", 2, None)
+    stages = summary.stages
+    for name in ("decode", "sr", "encode"):
+        assert STAGE_KEYS <= set(stages[name])
+        assert stages[name]["frames"] == summary.frames
+        assert stages[name]["busy_s"] >= 0 and 0 <= stages[name]["utilisation"] <= 1.5
+    for name in ("decoded", "upscaled"):
+        assert 0 <= stages[name]["mean_fill"] <= stages[name]["capacity"]
+
+
+def test_parse_options():
+    assert bench.parse_resolutions("640x360x3, 1920X1080x2") == (bench.Resolution(640, 360, 3), bench.Resolution(1920, 1080, 2))
+    assert bench.Resolution(640, 360, 3).out_width == 1920
+    assert bench.parse_names("9-5-5,9-1-5,9-5-5", bench.MODELS, "--models") == ("9-5-5", "9-1-5")
+    for bad in ("640x360", "640x360x1", "axbxc", "4x4x2", ""):
+        with pytest.raises(UsageError, match="--resolutions"):
+            bench.parse_resolutions(bad)
+    with pytest.raises(UsageError, match="unknown 'nosuch'"):
+        bench.parse_names("eager,nosuch", bench.BACKENDS, "--backends")
+
+
+def test_default_plans():
+    cpu, quick = bench.default_plan(torch.device("cpu")), bench.default_plan(torch.device("cpu"), quick=True)
+    assert [r.label for r in cpu.resolutions] == ["640x360x3", "960x540x2", "1920x1080x2"]
+    assert quick.quick and len(quick.resolutions) <= len(cpu.resolutions) and quick.frames <= cpu.frames
+    assert bench.default_plan(torch.device("cuda"), quick=True).resolutions == bench.DEFAULT_RESOLUTIONS
+
+
+def test_cli_json_and_plot(tmp_path):
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    args = ["--quick", "--resolutions", "64x36x2", "--frames", "3", "--models", "9-1-5", "--json", out, "--device", "cpu"]
+    try:
+        import matplotlib  # noqa: F401
+
+        args += ["--plot", png]
+    except ImportError:
+        png = None
+    env = {**os.environ, "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "vsr", "bench", *map(str, args)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert {"device", "peak", "results", "plan"} <= set(doc)
+    assert {row["stage"] for row in doc["results"]} == {"model", "pipeline", "transcode"}
+    assert doc["command"].startswith("vsr bench --quick")
+    assert "model only" in r.stdout and "transcode (bicubic)" in r.stdout
+    if png is not None:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--models", "9-9-9"], "--models: unknown '9-9-9'"),
+        (["--backends", "eager,nosuch"], "--backends: unknown 'nosuch'"),
+        (["--resolutions", "640x360"], "--resolutions: '640x360' is not WIDTHxHEIGHTxSCALE"),
+        (["--input", "no/such/clip.mp4"], "no/such/clip.mp4: no such video file"),
+        (["--frames", "0"], "--frames must be at least 1"),
+        (["--json", "no/such/folder/out.json"], "does not exist"),
+        (["--codec", "nosuchcodec"], "encoder 'nosuchcodec' is not available"),
+    ],
+)
+def test_cli_bad_options_are_one_line(monkeypatch, capsys, args, message):
+    monkeypatch.setattr(sys, "argv", ["vsr", "bench", "--device", "cpu", "--resolutions", "64x36x2", *args])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exc.value.code != 0
+    assert err.startswith("vsr: error: ") and err.count("\n") == 1, err
+    assert message in err
+
+
+@pytest.mark.skipif(trt.available(), reason="torch-tensorrt is installed here")
+def test_cli_tensorrt_missing_is_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["vsr", "bench", "--device", "cpu", "--backends", "eager,tensorrt"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    err = capsys.readouterr().err
+    assert err.startswith("vsr: error: the tensorrt backend needs torch-tensorrt") and err.count("\n") == 1
+
+
+def test_cli_eval_without_data(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("VSR_DATA", str(tmp_path))
+    monkeypatch.setenv("VSR_CACHE", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["vsr", "bench", "--device", "cpu", "--eval"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    err = capsys.readouterr().err
+    assert err.startswith("vsr: error: dataset 'Set5' not found") and err.count("\n") == 1
