@@ -40,10 +40,13 @@ def test_edge_tiles_padded_to_one_shape_equal_untiled():
     whole = Upscaler(model, "cpu", tile=512)(x)
     shapes = []
     tiled = Upscaler(model, "cpu", tile=32)
+    tiled.uniform_tiles = True
     run = tiled._run_valid
     tiled._run_valid = lambda w: shapes.append(tuple(w.shape)) or run(w)
     assert torch.equal(tiled(x), whole)
-    assert set(shapes) == {(2, 1, 32 + 16, 32 + 16)}
+    assert set(shapes) == {(2, 1, 24 + 16, 26 + 16)}  # balanced: 70 rows -> 3 x 24, 101 columns -> 4 x 26
+    exact = Upscaler(model, "cpu", tile=32)
+    assert torch.equal(exact(x), whole)
 
 
 def test_compile_backend_matches_eager_on_cpu(tmp_path, monkeypatch):

@@ -76,6 +76,7 @@ class TensorRTUpscaler(Upscaler):
     """torch-tensorrt backend (see the module contract)."""
 
     backend = "tensorrt"
+    uniform_tiles = True
 
     def __init__(
         self,
