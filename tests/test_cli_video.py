@@ -109,3 +109,12 @@ def test_sigint_exits_130_and_leaves_nothing(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert names(tmp_path) == {"long.mkv"}
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA; the fallback is not taken")
+def test_hwaccel_falls_back_to_cpu_with_a_notice(tmp_path, weights):
+    src = make_clip(tmp_path / "in.mkv")
+    r = vsr("upscale", src, tmp_path / "out.mkv", "--scale", 2, "--weights", weights, "--hwaccel", "cuda")
+    assert r.returncode == 0, r.stderr
+    assert "vsr: warning: hardware decoding (cuda) is not available here; decoding on the CPU" in r.stderr
+    assert len(frames_of(tmp_path / "out.mkv")) == len(VFR_MS)

@@ -99,3 +99,47 @@ def test_gpu_frames_equal_one_frame_at_a_time(backend):
         want = upscale_planes(f, 2, up, 255, out_shapes, "cuda")
         for a, b in zip(got, want, strict=True):
             assert np.abs(a.astype(int) - b.astype(int)).max() <= (1 if backend == "compile" else 0)
+
+
+class _FakeGpuFrames:
+    """GpuFrames' interface, computed on the CPU at submit time: exercises the pipeline's GPU-stage bookkeeping."""
+
+    def __init__(self, upscaler, scale, peak, in_shapes, out_shapes, dtype=None, slots=2):
+        self.args = (scale, upscaler, peak, out_shapes)
+        self.slots = [None] * slots
+        self.in_flight = 0
+
+    def submit(self, planes):
+        assert self.in_flight < len(self.slots)
+        self.in_flight += 1
+        scale, upscaler, peak, shapes = self.args
+        return upscale_planes(planes, scale, upscaler, peak, shapes)
+
+    def result(self, ticket):
+        self.in_flight -= 1
+        return ticket
+
+
+def test_pipeline_gpu_stage_keeps_order_and_every_frame(tmp_path, monkeypatch):
+    """The CUDA branch of the SR stage (two frames in flight, packets in order) gives the CPU branch's output."""
+    import vsr.gpu
+    from vsr.pipeline import upscale_video
+
+    from .test_video import VFR_MS, frames_of, make_clip, packets_of
+
+    src = make_clip(tmp_path / "in.mkv")
+    cpu_up = Upscaler(make_model("9-1-5"), "cpu")
+    upscale_video(src, tmp_path / "cpu.mkv", 2, cpu_up, codec="ffv1")
+
+    class PretendCuda:
+        device = torch.device("cuda")
+
+        def __call__(self, y):
+            return cpu_up(y)
+
+    monkeypatch.setattr(vsr.gpu, "GpuFrames", _FakeGpuFrames)
+    upscale_video(src, tmp_path / "gpu.mkv", 2, PretendCuda(), codec="ffv1")
+    a, b = frames_of(tmp_path / "cpu.mkv"), frames_of(tmp_path / "gpu.mkv")
+    assert len(a) == len(b) == len(VFR_MS)
+    assert all(np.array_equal(x.to_ndarray(), y.to_ndarray()) and x.pts == y.pts for x, y in zip(a, b, strict=True))
+    assert packets_of(tmp_path / "gpu.mkv", "audio") == packets_of(src, "audio")

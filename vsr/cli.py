@@ -127,13 +127,28 @@ def train(
     out_console.print(f"weights: {path}")
 
 
-def _load_upscaler(weights: Path | None, scale: int, arch: str, device: str):
-    from .engine import Upscaler, pick_device
+def _load_upscaler(
+    weights: Path | None, scale: int, arch: str, device: str, backend: str = "eager", precision: str | None = None
+):  # noqa: E501
+    from .engine import make_upscaler
     from .model import load_weights
     from .weights import default_weights
 
-    dev = pick_device(device)
-    return Upscaler(load_weights(weights or default_weights(scale, arch)), dev)
+    notice = lambda text: err_console.print(f"vsr: {text}", markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    model = load_weights(weights or default_weights(scale, arch))
+    return make_upscaler(model, backend, device, precision, notice=notice)
+
+
+class Backend(str, Enum):
+    auto = "auto"
+    eager = "eager"
+    compile = "compile"
+    tensorrt = "tensorrt"
+
+
+class Precision(str, Enum):
+    fp16 = "fp16"
+    fp32 = "fp32"
 
 
 WeightsOpt = Annotated[Path | None, typer.Option(help="SRCNN weights (.safetensors); default: shipped weights for --scale.")]
@@ -156,6 +171,11 @@ def upscale(
     fmt: Annotated[
         str | None, typer.Option("--format", help="Container format for - (stdin/stdout), e.g. matroska, mpegts.")
     ] = None,
+    backend: Annotated[
+        Backend, typer.Option(help="auto: tensorrt or compile on a GPU, eager on the CPU (images: always eager).")
+    ] = Backend.auto,
+    precision: Annotated[Precision | None, typer.Option(help="Model precision (default: fp16 on GPU, fp32 on CPU).")] = None,
+    hwaccel: Annotated[str | None, typer.Option(help="Hardware decoding, e.g. cuda (NVDEC); falls back to the CPU.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
 ) -> None:
@@ -173,7 +193,7 @@ def upscale(
         raise InputError(f"{src}: no such file or folder; check the path")
     from .pipeline import upscale_video
 
-    upscaler = _load_upscaler(weights, scale, arch.value, device)
+    upscaler = _load_upscaler(weights, scale, arch.value, device, backend.value, precision.value if precision else None)
     with _VideoProgress(quiet) as progress:
         summary = upscale_video(
             src,
@@ -188,6 +208,7 @@ def upscale(
             fmt_out=fmt if dst == "-" else None,
             overwrite=overwrite,
             progress=progress,
+            hwaccel=hwaccel,
         )
     if not quiet:
         (w, h), (ow, oh) = summary.in_size, summary.out_size

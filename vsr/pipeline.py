@@ -102,6 +102,7 @@ def upscale_video(
     fmt_out: str | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    hwaccel: str | None = None,
 ) -> VideoSummary:
     """Upscale a video file, URL or stdin ("-") to `dst` (a path or "-"); see the module contract."""
     src, dst = str(src), str(dst)
@@ -116,7 +117,7 @@ def upscale_video(
         with lock:
             warnings.append(message)
 
-    reader = VideoReader(src, fmt_in, warn)
+    reader = VideoReader(src, fmt_in, warn, hwaccel=hwaccel)
     try:
         _check_target(src, dst, overwrite)
         info = reader.info
@@ -324,6 +325,9 @@ class _Run:
             self.reader.close()
 
     def _upscale(self) -> None:
+        if getattr(self.device, "type", self.device) == "cuda" and self.upscaler is not None:
+            self._upscale_gpu()
+            return
         while (item := self._get(self.decoded, "sr", "decoded")) is not _END:
             if isinstance(item, Picture):
                 t0 = time.perf_counter()
@@ -333,6 +337,48 @@ class _Run:
                 self.frames_sr += 1
                 self.frames_stage["sr"] += 1
             if not self._put(self.upscaled, item, "sr"):
+                return
+        if not self.stop.is_set():
+            self._put(self.upscaled, _END, "sr")
+
+    def _upscale_gpu(self) -> None:
+        """The SR stage on CUDA: frame i+1 is uploaded while frame i computes (`vsr.gpu.GpuFrames`); items
+        leave in the order they came, passthrough packets included."""
+        from collections import deque
+
+        from .gpu import GpuFrames
+
+        gpu: GpuFrames | None = None
+        pending: deque = deque()  # (ticket or None, item), oldest first
+
+        def emit_oldest() -> bool:
+            ticket, item = pending.popleft()
+            if ticket is not None:
+                t0 = time.perf_counter()
+                item = Picture(planes=gpu.result(ticket), pts=item.pts, time_base=item.time_base)
+                self.busy_s["sr"] += time.perf_counter() - t0
+                self.frames_sr += 1
+                self.frames_stage["sr"] += 1
+            return self._put(self.upscaled, item, "sr")
+
+        while (item := self._get(self.decoded, "sr", "decoded")) is not _END:
+            ticket = None
+            if isinstance(item, Picture):
+                if gpu is None:
+                    in_shapes = tuple(p.shape for p in item.planes)
+                    gpu = GpuFrames(self.upscaler, self.scale, self.peak, in_shapes, self.shapes, item.planes[0].dtype)
+                while sum(t is not None for t, _ in pending) >= len(gpu.slots):
+                    if not emit_oldest():
+                        return
+                t0 = time.perf_counter()
+                ticket = gpu.submit(item.planes)
+                self.busy_s["sr"] += time.perf_counter() - t0
+            pending.append((ticket, item))
+            while pending and pending[0][0] is None:  # packets ahead of any frame in flight go on at once
+                if not emit_oldest():
+                    return
+        while pending:
+            if not emit_oldest():
                 return
         if not self.stop.is_set():
             self._put(self.upscaled, _END, "sr")

@@ -189,11 +189,18 @@ def plane_shapes(pix_fmt: str, width: int, height: int) -> tuple[tuple[int, int]
 class VideoReader:
     """Demuxes and decodes the first video stream of `src`; see the module contract."""
 
-    def __init__(self, src: str | Path, fmt: str | None = None, warn: Warn = lambda message: None, live: bool = False):
+    def __init__(
+        self,
+        src: str | Path,
+        fmt: str | None = None,
+        warn: Warn = lambda message: None,
+        live: bool = False,
+        hwaccel: str | None = None,
+    ):
         self.src = str(src)
         self._warn = warn
         self._live = live
-        self._container = _open_input(self.src, fmt)
+        self._container = _open_input(self.src, fmt, hwaccel, warn)
         try:
             self._setup()
         except BaseException:
@@ -397,8 +404,27 @@ def _announced_duration_s(stream: av.video.stream.VideoStream) -> float | None:
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
-def _open_input(src: str, fmt: str | None) -> av.container.InputContainer:
-    options = {}
+def _open_input(
+    src: str, fmt: str | None, hwaccel: str | None = None, warn: Warn = lambda message: None
+) -> av.container.InputContainer:
+    """Open `src` for reading; with `hwaccel` (e.g. "cuda": NVDEC) decode on that device where it can, else on
+    the CPU with a warning (frames are downloaded to system memory either way)."""
+    if hwaccel:
+        from av.codec.hwaccel import HWAccel
+
+        try:
+            return _open_input_with(src, fmt, {"hwaccel": HWAccel(device_type=hwaccel, allow_software_fallback=True)})
+        except (InputError, av.FFmpegError, OSError, ValueError) as exc:  # no such device, no driver, no permission
+            if src == "-":
+                raise UsageError(f"--hwaccel {hwaccel} could not open stdin ({exc}); drop --hwaccel") from None
+            container = _open_input_with(src, fmt, {})  # a broken file fails here with its own message
+            warn(f"hardware decoding ({hwaccel}) is not available here; decoding on the CPU")
+            return container
+    return _open_input_with(src, fmt, {})
+
+
+def _open_input_with(src: str, fmt: str | None, extra: dict) -> av.container.InputContainer:
+    options = dict(extra)
     if src == "-":
         file = sys.stdin.buffer
     elif is_url(src):
