@@ -14,9 +14,13 @@ is 10 minutes at 25 fps).
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `vsr upscale` sets it (see vsr.cli._passive_openmp)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
 import statistics
 import tempfile
 import threading
