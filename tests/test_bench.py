@@ -183,3 +183,18 @@ def test_cli_eval_without_data(monkeypatch, capsys, tmp_path):
         cli.main()
     err = capsys.readouterr().err
     assert err.startswith("vsr: error: dataset 'Set5' not found") and err.count("\n") == 1
+
+
+def test_fp16_psnr_delta_takes_the_largest_pair():
+    from vsr.bench import fp16_psnr_delta
+
+    quality = [
+        {"dataset": "Set5", "scale": 2, "model": "9-5-5", "precision": "fp32", "psnr_db": 36.40},
+        {"dataset": "Set5", "scale": 2, "model": "9-5-5", "precision": "fp16", "psnr_db": 36.395},
+        {"dataset": "Set5", "scale": 3, "model": "9-5-5", "precision": "fp32", "psnr_db": 32.50},
+        {"dataset": "Set5", "scale": 3, "model": "9-5-5", "precision": "fp16", "psnr_db": 32.508},
+        {"dataset": "Set5", "scale": 4, "model": "9-1-5", "precision": "fp16", "psnr_db": None},
+    ]
+    assert fp16_psnr_delta(quality) == 0.008
+    assert quality[1]["fp16_psnr_delta_db"] == -0.005
+    assert fp16_psnr_delta([q for q in quality if q["precision"] == "fp32"]) is None

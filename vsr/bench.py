@@ -3,7 +3,8 @@
 Contract:
 - `run(plan, device)` measures on this machine and returns one JSON-able dict (schema "vsr-bench-1"):
   `{"schema", "created", "command", "plan", "device": {"name", "type", versions...}, "peak": {...},
-  "results": [row, ...], "quality": [...]}`. Nothing here prints; `progress(message)` says what runs now.
+  "results": [row, ...], "quality": [...], "fp16_psnr_delta_db": largest |fp16 - fp32| Y-PSNR or null}`.
+  Nothing here prints; `progress(message)` says what runs now.
 - Model rows (`"stage": "model"`): one per backend x precision x model x resolution. The timed call is
   `Upscaler(y)` on a bicubic-sized float32 1 x 1 x sH x sW luma tensor already on the device (padding,
   tiles, clamp included; upload, bicubic and download are not). Warm-up first (1 call and 0.25 s on the CPU; 3 calls
@@ -579,7 +580,21 @@ def run(plan: Plan, device: torch.device, progress: Progress | None = None, comm
         results.extend(_bench_pipelines(plan, device, precisions, model_for, base_row, peak, say))
     doc["results"] = results
     doc["quality"] = quality
+    doc["fp16_psnr_delta_db"] = fp16_psnr_delta(quality)
     return doc
+
+
+def fp16_psnr_delta(quality: list[dict]) -> float | None:
+    """The largest |fp16 - fp32| Y-PSNR over the (dataset, scale, model) pairs measured in both precisions
+    (each fp16 entry also gets its own signed `fp16_psnr_delta_db`); None without such pairs (e.g. on the CPU)."""
+    fp32 = {(q["dataset"], q["scale"], q["model"]): q.get("psnr_db") for q in quality if q["precision"] == "fp32"}
+    deltas = []
+    for q in quality:
+        ref = fp32.get((q["dataset"], q["scale"], q["model"]))
+        if q["precision"] == "fp16" and q.get("psnr_db") is not None and ref is not None:
+            q["fp16_psnr_delta_db"] = round(q["psnr_db"] - ref, 4)
+            deltas.append(abs(q["psnr_db"] - ref))
+    return round(max(deltas), 4) if deltas else None
 
 
 def _bench_pipelines(plan: Plan, device: torch.device, precisions, model_for, base_row, peak: dict, say: Progress) -> list[dict]:
