@@ -1,9 +1,10 @@
 """A synthetic test clip, for the quick start and `vsr bench` when the user has no footage at hand.
 
 Contract: `make_clip(path, width, height, frames, fps, audio)` writes an H.264 (yuv420p, CRF 12) clip of a
-slow pan (1 px a frame) over a detailed scene (text, lines, circles, gradients) rendered at 3x and
-reduced with MATLAB bicubic, so it looks like real low-resolution footage with detail for SR to restore; with `audio`, a
-48 kHz stereo AAC tone of the same length. Deterministic: the same arguments give the same frames.
+slow pan (1 px a frame, back and forth after 240 frames) over a detailed scene (text, lines, circles,
+gradients) rendered at 3x and reduced with MATLAB bicubic, so it looks like real low-resolution footage
+with detail for SR to restore; with `audio`, a 48 kHz stereo AAC tone of the same length.
+Deterministic: the same arguments give the same frames.
 `python -m vsr.synth OUT [--size WxH] [--frames N] [--overwrite]` makes one from the command line.
 """
 
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 
 from .resize import imresize
+
+MAX_PAN = 240  # pixels; a longer clip reverses the pan instead of growing the scene
 
 
 def scene(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -53,7 +56,7 @@ def scene(width: int, height: int, seed: int = 0) -> np.ndarray:
 def make_clip(path: Path | str, width: int = 320, height: int = 180, frames: int = 60, fps: int = 25, audio: bool = True) -> Path:
     """Write the clip described in the module contract and return its path."""
     path = Path(path)
-    pan = max(frames, 1)
+    pan = max(min(frames, MAX_PAN), 1)  # long clips pan back and forth, so memory stays bounded
     canvas = scene(3 * (width + pan), 3 * (height + pan // 2 + 1))
     t = torch.from_numpy(canvas).permute(2, 0, 1).float()
     small_canvas = imresize(t, 1 / 3).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
@@ -72,7 +75,10 @@ def _write(path: Path, small_canvas: np.ndarray, width: int, height: int, frames
         v.width, v.height, v.pix_fmt = width, height, "yuv420p"
         a = out.add_stream("aac", rate=48000, layout="stereo") if audio else None
         for i in range(frames):
-            small = small_canvas[i // 2 : i // 2 + height, i : i + width]
+            pan = max(min(frames, MAX_PAN), 1)
+            t = i % (2 * pan)
+            x = t if t < pan else 2 * pan - t
+            small = small_canvas[x // 2 : x // 2 + height, x : x + width]
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(small), format="rgb24")
             frame.pts, frame.time_base = i, Fraction(1, fps)
             out.mux(v.encode(frame))
