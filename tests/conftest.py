@@ -14,6 +14,18 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 SHARED_DATA = Path(os.environ.get("VSR_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A small random 9-1-5 weights file (fast, non-trivial output)."""
+    from vsr.model import save_weights
+
+    from .test_model import make_model
+
+    path = tmp_path_factory.mktemp("w") / "w.safetensors"
+    save_weights(make_model("9-1-5"), path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "Set5").is_dir():

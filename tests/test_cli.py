@@ -15,12 +15,10 @@ import torch
 
 from vsr.evaluate import evaluate, load_ground_truth, score_pair
 from vsr.imageio import read_image, write_image
-from vsr.model import save_weights
 from vsr.resize import imresize_uint8
 from vsr.weights import REPO_WEIGHTS
 
 from .conftest import smooth_image
-from .test_model import make_model
 
 
 def vsr(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -35,13 +33,6 @@ def vsr(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("w") / "w.safetensors"
-    save_weights(make_model("9-1-5"), path)
-    return path
 
 
 def test_images_grey_rgb_rgba_and_folder(tmp_path, weights):

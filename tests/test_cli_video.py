@@ -6,22 +6,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from vsr.model import save_weights
-
 from .test_cli import digest, vsr
-from .test_model import make_model
 from .test_video import VFR_MS, frames_of, make_clip, names, packets_of, timestamps_s
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("w") / "w.safetensors"
-    save_weights(make_model("9-1-5"), path)
-    return path
 
 
 def test_file_to_file_with_summary(tmp_path, weights):

@@ -58,6 +58,13 @@ def _passive_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _bar(quiet: bool, label: TextColumn, *extra) -> Progress:
+    """A transient progress bar on stderr: label, bar, done/total, elapsed, then `extra` columns."""
+    return Progress(
+        label, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), *extra, console=err_console, disable=quiet, transient=True
+    )
+
+
 def _check_scale(scale: int) -> int:
     if scale < 2 or scale > 8:
         raise UsageError(f"--scale must be an integer from 2 to 8, got {scale}")
@@ -103,16 +110,7 @@ def train(
         eval_data=None if eval_data.lower() == "none" else eval_data,
         device=device,
     )
-    with Progress(
-        TextColumn("[bold]epoch {task.fields[epoch]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=quiet,
-        transient=True,
-    ) as progress:
+    with _bar(quiet, TextColumn("[bold]epoch {task.fields[epoch]}"), TimeRemainingColumn()) as progress:
         task = progress.add_task("train", total=None, epoch="-")
 
         def report(event: dict) -> None:
@@ -239,15 +237,7 @@ def _upscale_images(src: Path, dst: Path, scale: int, weights, arch: str, device
     jobs = image_jobs(src, dst, overwrite)
     upscaler = _load_upscaler(weights, scale, arch, device)
     t0 = time.perf_counter()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=quiet,
-        transient=True,
-    ) as progress:
+    with _bar(quiet, TextColumn("{task.description}")) as progress:
         task = progress.add_task("upscaling", total=len(jobs))
         upscale_files(jobs, scale, upscaler, lambda s, d: progress.advance(task))
     if not quiet:
