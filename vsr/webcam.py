@@ -1,6 +1,7 @@
 """Live super-resolution preview (`vsr webcam`): a camera, stream or file, bicubic beside SRCNN, in a window.
 
-Contract:
+The pieces live beside it: sources in `vsr.capture`, views, HUD, keys and the window in `vsr.preview`; this module
+runs the session (threads, SR, recording, snapshots). Contract of the whole:
 - Sources (`open_source`): a number or /dev/videoN is a camera, read with OpenCV (V4L2 on Linux) as BGR and
   converted once to studio-range BT.601 yuv420p; a URL (rtsp://, http://, ...) or a file is read with PyAV
   (`vsr.video.VideoReader`), planes as the decoder gives them (8 or 10 bits, any chroma layout).
@@ -43,15 +44,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import socket
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")  # errors are ours to report, in one line
@@ -59,36 +56,27 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")  # errors are ours to report, i
 # OpenCV before PyAV: both wheels bundle X libraries under the same names (libxcb-shm-*, ...); the first loaded wins,
 # and Qt hangs in its first window when it gets PyAV's copies. `check_display` detects the wrong order.
 import cv2  # noqa: E402, I001
-import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .errors import BackendError, InputError, OutputError, UsageError, VsrError  # noqa: E402
+from .capture import AVSource, CameraSource, Frame, bgr_to_planes, open_source  # noqa: E402
+from .errors import OutputError, UsageError, VsrError  # noqa: E402
 from .imageio import write_image  # noqa: E402
 from .pipeline import _check_target, _remove, _temp_path  # noqa: E402
+from .preview import VIEWS, Preview, ViewState, check_display, compose, draw_hud, planes_to_bgr, view_size  # noqa: E402
 from .resize import imresize, output_length  # noqa: E402
 from .video import (  # noqa: E402
-    RANGE_MPEG,
     EncoderOptions,
     Picture,
     VideoInfo,
-    VideoReader,
     VideoWriter,
-    is_url,
-    make_frame,
     plain_info,
     plane_shapes,
-    read_planes,
 )
 
 YUpscaler = Callable[[torch.Tensor], torch.Tensor]
 Report = Callable[[dict], None]
 
-VIEWS = ("side", "split", "sr", "bicubic")
-ZOOMS = (1, 2, 4, 8)
-WINDOW_NAME = "vsr webcam"
-MAX_WINDOW = (1920, 1080)  # the window starts no larger than this (the image is scaled to fit, ratio kept)
-LIVE_TIME_BASE = Fraction(1, 1000)  # live recordings: capture time in ms
 RECORD_QUEUE = 8
 FILE_QUEUE = 4
 PROGRESS_EVERY_S = 0.5
@@ -159,449 +147,6 @@ def upscale_pair(
     chroma = imresize(chroma, scale)[:, :ch, :cw].round_().clamp_(0, peak).cpu().numpy().astype(dtype)
     uv = tuple(np.ascontiguousarray(c) for c in chroma)
     return (to_plane(y), *uv), (to_plane(sr), *uv)
-
-
-def planes_to_bgr(planes: tuple[np.ndarray, ...], info: VideoInfo) -> np.ndarray:
-    """BGR uint8 H x W x 3 of YUV planes in `info.pix_fmt`, with its matrix and range, display rotation applied."""
-    frame = make_frame(planes, info.pix_fmt)
-    frame.colorspace = info.colorspace
-    frame.color_range = info.color_range
-    bgr = frame.reformat(format="bgr24").to_ndarray()
-    turn = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
-    code = turn.get(info.rotation % 360)  # the display matrix turns counter-clockwise by `rotation` degrees
-    return cv2.rotate(bgr, code) if code is not None else bgr
-
-
-def bgr_to_planes(bgr: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Studio-range BT.601 yuv420p planes (Y, U, V) of a BGR uint8 image (what `plain_info` describes)."""
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
-    return read_planes(frame.reformat(format="yuv420p", dst_colorspace="ITU601", dst_color_range=RANGE_MPEG))
-
-
-# ---------------------------------------------------------------- views
-
-
-@dataclass
-class ViewState:
-    """What the window shows; `key` applies one key press."""
-
-    view: str = "side"
-    comparison: str = "side"  # the comparison view space returns to
-    split: float = 0.5  # divider position in the split view, 0..1 of the width
-    zoom: int = 1
-    focus: tuple[float, float] = (0.5, 0.5)  # zoom centre, 0..1 of a part's width and height
-    hud: bool = True
-    paused: bool = False
-
-    def set_view(self, view: str) -> None:
-        self.view = view
-        if view in ("side", "split"):
-            self.comparison = view
-
-    def key(self, code: int) -> str | None:
-        """Apply a key (cv2.waitKey code); returns "quit", "snapshot" or None."""
-        ch = chr(code) if 0 <= code < 256 else ""
-        if ch in ("q", "Q", "\x1b"):
-            return "quit"
-        if ch in ("s", "S"):
-            return "snapshot"
-        if ch == " ":
-            self.set_view(self.comparison if self.view not in ("side", "split") else "sr")
-        elif ch and ch in "1234":
-            self.set_view(VIEWS[int(ch) - 1])
-        elif ch in ("+", "="):
-            self.zoom = ZOOMS[min(ZOOMS.index(self.zoom) + 1, len(ZOOMS) - 1)]
-        elif ch in ("-", "_"):
-            self.zoom = ZOOMS[max(ZOOMS.index(self.zoom) - 1, 0)]
-        elif ch == "[":
-            self.split = max(0.0, round(self.split - 0.1, 2))
-        elif ch == "]":
-            self.split = min(1.0, round(self.split + 0.1, 2))
-        elif ch in ("p", "P"):
-            self.paused = not self.paused
-        elif ch in ("h", "H"):
-            self.hud = not self.hud
-        return None
-
-    def snapshot(self) -> tuple:
-        return (self.view, self.split, self.zoom, self.focus, self.hud, self.paused)
-
-
-def view_size(view: str, width: int, height: int) -> tuple[int, int]:
-    """(width, height) of a view of parts width x height."""
-    return (2 * width, height) if view == "side" else (width, height)
-
-
-def _zoomed(img: np.ndarray, zoom: int, focus: tuple[float, float]) -> np.ndarray:
-    if zoom == 1:
-        return img
-    h, w = img.shape[:2]
-    cw, ch = max(1, round(w / zoom)), max(1, round(h / zoom))
-    left = min(max(0, round(focus[0] * w - cw / 2)), w - cw)
-    top = min(max(0, round(focus[1] * h - ch / 2)), h - ch)
-    return cv2.resize(img[top : top + ch, left : left + cw], (w, h), interpolation=cv2.INTER_NEAREST)
-
-
-def _label(img: np.ndarray, text: str, x: int, right: bool = False) -> None:
-    h, w = img.shape[:2]
-    size = max(0.4, min(1.0, h / 600))
-    thick = 1 if size < 0.7 else 2
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, thick)
-    x = x - tw - 8 if right else x + 8
-    y = h - 8 - base
-    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), thick + 2, cv2.LINE_AA)
-    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), thick, cv2.LINE_AA)
-
-
-def compose(
-    view: str,
-    bicubic: np.ndarray,
-    sr: np.ndarray,
-    split: float = 0.5,
-    zoom: int = 1,
-    focus: tuple[float, float] = (0.5, 0.5),
-    sr_label: str = "SRCNN",
-) -> np.ndarray:
-    """The BGR image of a view (see the module contract), labelled, without the HUD."""
-    if view not in VIEWS:
-        raise UsageError(f"unknown view {view!r}; use one of {', '.join(VIEWS)}")
-    bic, up = _zoomed(bicubic, zoom, focus), _zoomed(sr, zoom, focus)
-    h, w = up.shape[:2]
-    zoom_text = f", zoom {zoom}x" if zoom > 1 else ""
-    if view == "side":
-        out = np.concatenate([bic, up], axis=1)
-        _label(out, f"bicubic{zoom_text}", 0)
-        _label(out, f"{sr_label}{zoom_text}", w)
-        return out
-    if view == "split":
-        x = round(split * w)
-        out = up.copy()
-        out[:, :x] = bic[:, :x]
-        cv2.line(out, (min(x, w - 1), 0), (min(x, w - 1), h - 1), (255, 255, 255), 1)
-        _label(out, f"bicubic{zoom_text}", 0)
-        _label(out, f"{sr_label}{zoom_text}", w, right=True)
-        return out
-    out = (up if view == "sr" else bic).copy()
-    _label(out, f"{sr_label if view == 'sr' else 'bicubic'}{zoom_text}", 0)
-    return out
-
-
-def draw_hud(img: np.ndarray, lines: list[str]) -> np.ndarray:
-    """A copy of `img` with `lines` on a translucent box at the top left."""
-    out = img.copy()
-    size = 0.5
-    heights = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, size, 1)[0] for t in lines]
-    box_w = min(out.shape[1], max(w for w, _ in heights) + 16)
-    box_h = min(out.shape[0], 20 * len(lines) + 10)
-    region = out[:box_h, :box_w]
-    region[:] = (region.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken to 40 %
-    for i, text in enumerate(lines):
-        cv2.putText(out, text, (8, 20 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
-
-
-# ---------------------------------------------------------------- sources
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One captured or decoded frame: planes in `info.pix_fmt`, pts in `info.time_base`, when it was captured."""
-
-    planes: tuple[np.ndarray, ...]
-    pts: int
-    captured_s: float  # time.perf_counter() when the frame was read (live) or handed to SR (file)
-
-
-class _LiveClock:
-    """Capture timestamps for live sources: ms since the first frame, strictly increasing."""
-
-    def __init__(self) -> None:
-        self.t0: float | None = None
-        self.last = -1
-
-    def pts(self, now: float) -> int:
-        if self.t0 is None:
-            self.t0 = now
-        self.last = max(self.last + 1, round((now - self.t0) * 1000))
-        return self.last
-
-
-def parse_camera(spec: str) -> int | str | None:
-    """The camera a --source names (index, or device path), or None when it is not a camera."""
-    if re.fullmatch(r"\d+", spec.strip()):
-        return int(spec)
-    if re.fullmatch(r"/dev/video\d+", spec):
-        return spec
-    return None
-
-
-class CameraSource:
-    """A camera through OpenCV: BGR frames converted to studio BT.601 yuv420p (see the module contract)."""
-
-    live = True
-
-    def __init__(
-        self,
-        camera: int | str,
-        size: tuple[int, int] | None = None,
-        capture: cv2.VideoCapture | None = None,
-        warn: Callable[[str], None] = lambda message: None,
-    ):
-        self.description = f"camera {camera}"
-        self._warn = warn
-        self._cap = capture if capture is not None else _open_camera(camera)
-        try:
-            if size is not None:
-                self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
-                self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
-            self._cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the driver queue adds latency; we read continuously anyway
-            ok, bgr = self._cap.read()
-            if not ok or bgr is None:
-                raise InputError(f"{self.description} opened but gives no picture; is another program using it?")
-            self._first = bgr
-            rate = self._cap.get(cv2.CAP_PROP_FPS)
-            h, w = bgr.shape[:2]
-            fps = Fraction(rate).limit_denominator(1001) if 0 < rate < 1000 else None
-            self.info = plain_info(w, h, fps, LIVE_TIME_BASE)
-        except BaseException:
-            self.close()
-            raise
-
-    def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        clock = _LiveClock()
-        bgr, now = self._first, time.perf_counter()
-        del self._first
-        frames = 0
-        while not stop.is_set():
-            if bgr.ndim == 2:
-                bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
-            yield Frame(bgr_to_planes(bgr[:, :, :3]), clock.pts(now), now)
-            frames += 1
-            ok, bgr = self._cap.read()
-            now = time.perf_counter()
-            if not ok or bgr is None:  # like a cut-off file: what was captured is kept (and recorded)
-                self._warn(f"{self.description} stopped giving pictures after {frames} frames (unplugged?); the run ends here")
-                return
-
-    def close(self) -> None:
-        self._cap.release()
-
-
-def _open_camera(camera: int | str) -> cv2.VideoCapture:
-    linux = sys.platform.startswith("linux")
-    device = f"/dev/video{camera}" if isinstance(camera, int) else camera
-    if linux:
-        if not os.path.exists(device):
-            found = sorted((p for p in Path("/dev").glob("video*") if re.fullmatch(r"video\d+", p.name)), key=lambda p: p.name)
-            seen = f"cameras here: {', '.join(map(str, found))}" if found else "no cameras found in /dev"
-            what = f"no camera at index {camera}" if isinstance(camera, int) else f"no camera at {camera}"
-            hint = "pass --source with another camera, a video file or a URL"
-            raise InputError(f"{what}: {device} does not exist ({seen}); {hint}")
-        if not os.access(device, os.R_OK | os.W_OK):
-            raise InputError(f"camera {device}: permission denied; add your user to the 'video' group or run with access to it")
-        cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
-    else:
-        cap = cv2.VideoCapture(camera)
-    if not cap.isOpened():
-        cap.release()
-        if isinstance(camera, int) and not linux:
-            raise InputError(f"no camera at index {camera}; pass --source with another index, a video file or a URL")
-        raise InputError(f"camera {device} cannot be opened: it is busy (another program uses it) or not a capture device")
-    return cap
-
-
-class AVSource:
-    """A file or URL through PyAV (see the module contract); pts in the file's time base, or capture ms when live."""
-
-    def __init__(self, src: str, live: bool, loop: bool, warn: Callable[[str], None]):
-        self.src, self.live, self.loop, self._warn = src, live, loop, warn
-        self.description = src
-        self._reader = VideoReader(src, None, warn, live=live and is_url(src))
-        info = self._reader.info
-        self.info = dataclasses.replace(info, time_base=LIVE_TIME_BASE, frames=None) if live else info
-        self._file_info = info
-
-    def _pictures(self) -> Iterator[Picture]:
-        reader = self._reader
-        while True:
-            for item in reader.read():
-                if isinstance(item, Picture):
-                    yield item
-            reader.close()
-            if not self.loop or reader.frames_read == 0:
-                return
-            reader = self._reader = VideoReader(self.src, None, self._warn)
-
-    def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        info = self._file_info
-        step = max(1, round(1 / (info.rate * info.time_base))) if info.rate else 1
-        offset, first, last = 0, None, None  # loop offset in the file's time base
-        clock, t0 = _LiveClock(), None
-        for pic in self._pictures():
-            if stop.is_set():
-                return
-            if first is None:
-                first = pic.pts
-            if last is not None and pic.pts + offset <= last:  # the file restarted (loop)
-                offset = last + step - pic.pts
-            pts = pic.pts + offset
-            last = pts
-            if self.live and not is_url(self.src):  # a file played like a camera: at its own pace
-                media_s = float((pts - first) * info.time_base)
-                t0 = time.perf_counter() - media_s if t0 is None else t0
-                delay = t0 + media_s - time.perf_counter()
-                if delay > 0:
-                    stop.wait(delay)
-            now = time.perf_counter()
-            yield Frame(pic.planes, clock.pts(now) if self.live else pts, now)
-
-    def close(self) -> None:
-        self._reader.close()
-
-
-def open_source(opts: WebcamOptions, warn: Callable[[str], None]) -> CameraSource | AVSource:
-    """The source `opts.source` names (see the module contract); raises InputError when it cannot be read."""
-    spec = opts.source
-    camera = parse_camera(spec)
-    if camera is not None:
-        if opts.live is False:
-            raise UsageError("a camera is always live; leave out --no-live")
-        if opts.loop:
-            raise UsageError("--loop is for files; a camera does not end")
-        return CameraSource(camera, opts.camera_size, warn=warn)
-    if not is_url(spec):
-        path = Path(spec)
-        if not path.exists():
-            raise InputError(f"{spec}: no such file, and not a camera (0, 1, ... or /dev/videoN) or URL; check --source")
-        if path.is_dir():
-            raise InputError(f"{spec}: is a folder; --source takes a camera, a video file or a URL")
-        if path.is_char_device():
-            raise InputError(f"{spec}: is a device but not /dev/videoN; give a camera as /dev/videoN or its index")
-    elif opts.loop:
-        raise UsageError("--loop is for files; a stream does not restart")
-    live = opts.live if opts.live is not None else is_url(spec)
-    return AVSource(spec, live, opts.loop, warn)
-
-
-# ---------------------------------------------------------------- display
-
-
-def check_display() -> None:
-    """Raise BackendError (suggesting --no-window) unless a window can be opened here."""
-    gui = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
-    if gui is not None and gui.group(1).upper() == "NONE":
-        raise BackendError(
-            "this OpenCV build cannot open windows (opencv-python-headless?); install opencv-python, or pass --no-window"
-        )
-    if not sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")) or os.environ.get("QT_QPA_PLATFORM"):
-        return
-    display = os.environ.get("DISPLAY", "")
-    if not display:
-        extra = " (Wayland needs XWayland for the preview window)" if os.environ.get("WAYLAND_DISPLAY") else ""
-        raise BackendError(f"no display available: DISPLAY is not set{extra}; pass --no-window to run without a window")
-    if not _x_server_reachable(display):
-        raise BackendError(
-            f"no display available: cannot connect to the X server {display!r}; pass --no-window to run without a window"
-        )
-    if _pyav_x_libraries_first():
-        raise BackendError(
-            "cannot open a window in this process: PyAV was loaded before OpenCV and Qt would use PyAV's X libraries "
-            "(import vsr.webcam or cv2 before av); pass --no-window to run without a window"
-        )
-
-
-def _pyav_x_libraries_first() -> bool:
-    """Whether PyAV's bundled libxcb-shm (same file name as OpenCV's) is the one loaded in this process."""
-    try:
-        with open("/proc/self/maps") as maps:
-            return any("av.libs/libxcb-shm" in line for line in maps)
-    except OSError:
-        return False
-
-
-def _x_server_reachable(display: str, timeout_s: float = 2.0) -> bool:
-    """Whether an X server listens at `display` ([host]:n[.screen]), by opening its socket."""
-    match = re.fullmatch(r"(?:(?P<host>[^:]*)/)?(?P<name>[^:]*):(?P<n>\d+)(?:\.\d+)?", display)
-    if match is None:
-        return os.path.exists(display)  # e.g. a launchd socket path
-    host, n = match.group("name"), int(match.group("n"))
-    if host in ("", "unix"):
-        for address in (f"/tmp/.X11-unix/X{n}", f"\0/tmp/.X11-unix/X{n}"):
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(timeout_s)
-                try:
-                    s.connect(address)
-                    return True
-                except OSError:
-                    continue
-        if host == "unix":
-            return False
-        host = "localhost"
-    try:
-        with socket.create_connection((host, 6000 + n), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-class Preview:
-    """The OpenCV window: show images, read keys, follow the mouse (main thread only)."""
-
-    def __init__(self, state: ViewState):
-        self.state = state
-        self._shape: tuple[int, ...] | None = None
-        self._drag = False
-        if os.path.isdir("/usr/share/fonts"):  # Qt warns about its missing font folder; the window draws no text itself
-            os.environ.setdefault("QT_QPA_FONTDIR", "/usr/share/fonts")
-        try:
-            cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
-            cv2.setMouseCallback(WINDOW_NAME, self._mouse)
-        except cv2.error as exc:
-            raise BackendError(f"cannot open a window ({' '.join(str(exc).split())[:160]}); pass --no-window") from None
-        self.part_width = 1  # width of one part of the view, for mouse positions
-
-    def show(self, img: np.ndarray) -> None:
-        if img.shape != self._shape:
-            h, w = img.shape[:2]
-            fit = min(1.0, MAX_WINDOW[0] / w, MAX_WINDOW[1] / h)
-            cv2.resizeWindow(WINDOW_NAME, max(1, round(w * fit)), max(1, round(h * fit)))
-            self._shape = img.shape
-        cv2.imshow(WINDOW_NAME, img)
-
-    def poll(self, wait_ms: int = 1) -> int:
-        """The key pressed within `wait_ms` (ASCII code), or -1; also lets the window repaint."""
-        code = cv2.waitKey(max(1, wait_ms))
-        return -1 if code == -1 else code & 0xFF
-
-    def closed(self) -> bool:
-        if self._shape is None:
-            return False
-        try:
-            return cv2.getWindowProperty(WINDOW_NAME, cv2.WND_PROP_VISIBLE) < 1
-        except cv2.error:
-            return True
-
-    def _mouse(self, event: int, x: int, y: int, flags: int, param: object) -> None:
-        if self._shape is None:
-            return
-        h = self._shape[0]
-        pw = self.part_width
-        px = x % pw if self.state.view == "side" else x
-        if event == cv2.EVENT_LBUTTONDOWN:
-            self._drag = True
-        elif event == cv2.EVENT_LBUTTONUP:
-            self._drag = False
-        if self.state.view == "split" and (event == cv2.EVENT_LBUTTONDOWN or (self._drag and event == cv2.EVENT_MOUSEMOVE)):
-            self.state.split = min(1.0, max(0.0, x / pw))
-        if event == cv2.EVENT_MOUSEMOVE and self.state.zoom == 1:
-            self.state.focus = (min(1.0, max(0.0, px / pw)), min(1.0, max(0.0, y / h)))
-
-    def close(self) -> None:
-        try:
-            cv2.destroyWindow(WINDOW_NAME)
-            cv2.waitKey(1)
-        except cv2.error:
-            pass
 
 
 # ---------------------------------------------------------------- recording
@@ -1060,7 +605,7 @@ def run_webcam(
             source.close()
         raise
     if source is None:
-        source = open_source(opts, warnings.add)
+        source = open_source(opts.source, opts.live, opts.loop, opts.camera_size, warnings.add)
     threads = torch.get_num_threads()
     if torch.device(getattr(upscaler, "device", "cpu")).type == "cpu":
         torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 2) - 1)))
