@@ -34,3 +34,14 @@ run2() {  # run2 SCALE EPOCHS: continue weights/srcnn_9-5-5_x<SCALE> in weights/
 run2 3 "${X3_FT_EPOCHS:-60}"
 run2 2 "${X2_FT_EPOCHS:-30}"
 run2 4 "${X4_FT_EPOCHS:-30}"
+# Stage 3 (in progress across sessions): a longer, gentler fine-tune of the stage-2 x3 weights.
+# The shipped x3 file is replaced only when the run is complete.
+run3() {  # run3 SCALE EPOCHS
+  local scale=$1 epochs=$2 out="weights/runs/9-5-5_x$1_ft2"
+  local start=(--init "weights/runs/9-5-5_x${scale}_ft/srcnn_9-5-5_x${scale}.safetensors")
+  if [ -f "$out/checkpoint.safetensors" ]; then start+=(--resume); fi
+  python -m vsr train --data 91images --scale "$scale" --arch 9-5-5 --epochs "$epochs" --lr 1e-4 \
+    --out "$out" "${start[@]}" --quiet
+  cp "$out/srcnn_9-5-5_x${scale}.safetensors" "weights/srcnn_9-5-5_x${scale}.safetensors"
+}
+run3 3 "${X3_FT2_EPOCHS:-200}"
