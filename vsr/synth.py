@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from .pipeline import _remove, _temp_path
 from .resize import imresize
 
 MAX_PAN = 240  # pixels; a longer clip reverses the pan instead of growing the scene
@@ -60,22 +61,21 @@ def make_clip(path: Path | str, width: int = 320, height: int = 180, frames: int
     canvas = scene(3 * (width + pan), 3 * (height + pan // 2 + 1))
     t = torch.from_numpy(canvas).permute(2, 0, 1).float()
     small_canvas = imresize(t, 1 / 3).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-    tmp = path.with_name(f".{path.stem}.part{path.suffix}")  # renamed into place only when complete
+    tmp = _temp_path(path)  # renamed into place only when complete
     try:
-        _write(tmp, small_canvas, width, height, frames, fps, audio)
+        _write(tmp, small_canvas, pan, width, height, frames, fps, audio)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
     return path
 
 
-def _write(path: Path, small_canvas: np.ndarray, width: int, height: int, frames: int, fps: int, audio: bool) -> None:
+def _write(path: str, small_canvas: np.ndarray, pan: int, width: int, height: int, frames: int, fps: int, audio: bool) -> None:
     with av.open(str(path), "w") as out:
         v = out.add_stream("libx264", rate=fps, options={"crf": "12", "preset": "medium"})
         v.width, v.height, v.pix_fmt = width, height, "yuv420p"
         a = out.add_stream("aac", rate=48000, layout="stereo") if audio else None
         for i in range(frames):
-            pan = max(min(frames, MAX_PAN), 1)
             t = i % (2 * pan)
             x = t if t < pan else 2 * pan - t
             small = small_canvas[x // 2 : x // 2 + height, x : x + width]

@@ -19,29 +19,21 @@ run 9-5-5 2 "${X2_EPOCHS:-20}" --init weights/srcnn_9-5-5_x3.safetensors
 run 9-5-5 4 "${X4_EPOCHS:-20}" --init weights/srcnn_9-5-5_x3.safetensors
 run 9-1-5 2 10 --init weights/srcnn_9-1-5_x3.safetensors
 run 9-1-5 4 10 --init weights/srcnn_9-1-5_x3.safetensors
+finetune() {  # finetune SCALE EPOCHS LR FROM OUT: continue 9-5-5 weights FROM (a run folder) in OUT at LR
+  local scale=$1 epochs=$2 lr=$3 from=$4 out=$5
+  local start=(--init "${from}/srcnn_9-5-5_x${scale}.safetensors")
+  if [ -f "$out/checkpoint.safetensors" ]; then start+=(--resume); fi
+  python -m vsr train --data 91images --scale "$scale" --arch 9-5-5 --epochs "$epochs" --lr "$lr" \
+    --out "$out" "${start[@]}" --quiet
+  cp "$out/srcnn_9-5-5_x${scale}.safetensors" "weights/srcnn_9-5-5_x${scale}.safetensors"
+}
 # Stage 2: long fine-tune of the 9-5-5 weights at a lower learning rate (the first stage
 # plateaus below the paper; SRCNN keeps improving with many more updates).
-run2() {  # run2 SCALE EPOCHS: continue weights/srcnn_9-5-5_x<SCALE> in weights/runs/9-5-5_x<SCALE>_ft
-  local scale=$1 epochs=$2 out="weights/runs/9-5-5_x$1_ft"
-  local start=(--init "weights/runs/9-5-5_x${scale}/srcnn_9-5-5_x${scale}.safetensors")
-  if [ -f "$out/checkpoint.safetensors" ]; then start+=(--resume); fi
-  python -m vsr train --data 91images --scale "$scale" --arch 9-5-5 --epochs "$epochs" --lr 2e-4 \
-    --out "$out" "${start[@]}" --quiet
-  cp "$out/srcnn_9-5-5_x${scale}.safetensors" "weights/srcnn_9-5-5_x${scale}.safetensors"
-}
 # The x3 fine-tune was started with 120 epochs and cut to 60 after epoch 33 (CPU time ran short;
 # `--epochs` may change on --resume, which reshapes the rest of the cosine).
-run2 3 "${X3_FT_EPOCHS:-60}"
-run2 2 "${X2_FT_EPOCHS:-30}"
-run2 4 "${X4_FT_EPOCHS:-30}"
+finetune 3 "${X3_FT_EPOCHS:-60}" 2e-4 weights/runs/9-5-5_x3 weights/runs/9-5-5_x3_ft
+finetune 2 "${X2_FT_EPOCHS:-30}" 2e-4 weights/runs/9-5-5_x2 weights/runs/9-5-5_x2_ft
+finetune 4 "${X4_FT_EPOCHS:-30}" 2e-4 weights/runs/9-5-5_x4 weights/runs/9-5-5_x4_ft
 # Stage 3 (in progress across sessions): a longer, gentler fine-tune of the stage-2 x3 weights.
 # The shipped x3 file is replaced only when the run is complete.
-run3() {  # run3 SCALE EPOCHS
-  local scale=$1 epochs=$2 out="weights/runs/9-5-5_x$1_ft2"
-  local start=(--init "weights/runs/9-5-5_x${scale}_ft/srcnn_9-5-5_x${scale}.safetensors")
-  if [ -f "$out/checkpoint.safetensors" ]; then start+=(--resume); fi
-  python -m vsr train --data 91images --scale "$scale" --arch 9-5-5 --epochs "$epochs" --lr 1e-4 \
-    --out "$out" "${start[@]}" --quiet
-  cp "$out/srcnn_9-5-5_x${scale}.safetensors" "weights/srcnn_9-5-5_x${scale}.safetensors"
-}
-run3 3 "${X3_FT2_EPOCHS:-200}"
+finetune 3 "${X3_FT2_EPOCHS:-200}" 1e-4 weights/runs/9-5-5_x3_ft weights/runs/9-5-5_x3_ft2
