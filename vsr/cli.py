@@ -58,10 +58,23 @@ def _passive_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _live_display(quiet: bool) -> bool:
+    """Progress bars only on a terminal: piped or logged stderr gets the one-line summaries and errors alone
+    (rich would leave an empty line behind there)."""
+    return not quiet and err_console.is_terminal
+
+
 def _bar(quiet: bool, label: TextColumn, *extra) -> Progress:
     """A transient progress bar on stderr: label, bar, done/total, elapsed, then `extra` columns."""
     return Progress(
-        label, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), *extra, console=err_console, disable=quiet, transient=True
+        label,
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        *extra,
+        console=err_console,
+        disable=not _live_display(quiet),
+        transient=True,
     )
 
 
@@ -258,7 +271,7 @@ class _VideoProgress:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=err_console,
-            disable=quiet,
+            disable=not _live_display(quiet),
             transient=True,
         )
         self.task = None
