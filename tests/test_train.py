@@ -27,6 +27,42 @@ def test_training_pairs(image_folder):
     assert not torch.equal(x, y)
 
 
+def test_scale_augmentation_adds_downscaled_copies(image_folder):
+    x1, _ = training_pairs(image_folder, 3)
+    x, y = training_pairs(image_folder, 3, rescale=(1.0, 0.9, 0.6))
+    # 0.9: 65x54 -> modcrop 63x54 -> 3 x 2 patches; 0.6: 44x36 -> 42x36 -> 1 x 1.
+    assert x.shape == y.shape == (4 * (6 + 6 + 1), 1, 33, 33)
+    assert torch.equal(x[:6], x1[:6])  # the full-size image comes first, unchanged
+    labels = y * 255
+    assert torch.equal(labels, labels.round())  # downscaled labels are 8-bit levels, like saved images
+
+
+def test_bf16_forward_keeps_outer_layers_float32():
+    from vsr.model import SRCNN, SRCNNConfig
+    from vsr.train import _forward_valid
+
+    torch.manual_seed(0)
+    model = SRCNN(SRCNNConfig.from_arch("9-5-5", 16, 8))
+    model.init_he()
+    x = torch.rand(2, 1, 33, 33)
+    exact, fast = model(x, pad=False), _forward_valid(model, x, bf16=True)
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape == (2, 1, 17, 17)
+    err = (fast - exact).abs().max().item()
+    assert 0 < err < 1e-2 * exact.abs().max().item()  # bfloat16 rounding in conv2, nothing worse
+
+
+def test_bf16_scale_aug_run_learns_and_records_options(image_folder, tmp_path):
+    path = train(cfg(image_folder, tmp_path / "bf", epochs=3, precision="bf16", scale_aug=True))
+    log = [json.loads(line) for line in (tmp_path / "bf" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < log[0]["loss"]
+    from vsr.model import read_metadata
+
+    meta = read_metadata(path)
+    assert meta["precision"] == "bf16" and meta["scale_aug"] is True
+    with pytest.raises(UsageError, match="precision"):  # resuming must keep the options
+        train(cfg(image_folder, tmp_path / "bf", epochs=4, scale_aug=True), resume=True)
+
+
 def test_train_writes_weights_and_resume_is_exact(image_folder, tmp_path):
     straight = train(cfg(image_folder, tmp_path / "a", epochs=3))
     log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
@@ -46,6 +82,8 @@ def test_bad_training_options(image_folder, tmp_path):
         train(cfg(image_folder, tmp_path / "c", scale=1))
     with pytest.raises(UsageError):
         train(cfg(image_folder, tmp_path / "c", recipe="sgdx"))
+    with pytest.raises(UsageError, match="precision"):
+        train(cfg(image_folder, tmp_path / "c", precision="fp8"))
     with pytest.raises(UsageError):
         train(cfg(image_folder, tmp_path / "c"), resume=True)  # nothing to resume
     with pytest.raises(InputError):

@@ -38,6 +38,11 @@ class Recipe(str, Enum):
     paper = "paper"
 
 
+class TrainPrecision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 class Arch(str, Enum):
     a915 = "9-1-5"
     a935 = "9-3-5"
@@ -101,6 +106,12 @@ def train(
     init: Annotated[Path | None, typer.Option(help="Start from these weights (e.g. another scale's).")] = None,
     eval_data: Annotated[str, typer.Option(help="Dataset evaluated after each epoch ('none' to skip).")] = "Set5",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[
+        TrainPrecision, typer.Option(help="bf16: the mapping layer in bfloat16 (about 2x faster on AMX CPUs and GPUs).")
+    ] = TrainPrecision.fp32,
+    scale_aug: Annotated[
+        bool, typer.Option("--scale-aug", help="Also train on copies downscaled by 0.9-0.6 (FSRCNN's augmentation).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="One line per epoch, no progress bar.")] = False,
 ) -> None:
     """Train SRCNN on sub-images of still images (the paper's protocol)."""
@@ -122,6 +133,8 @@ def train(
         init=str(init) if init else None,
         eval_data=None if eval_data.lower() == "none" else eval_data,
         device=device,
+        precision=precision.value,
+        scale_aug=scale_aug,
     )
     with _bar(quiet, TextColumn("[bold]epoch {task.fields[epoch]}"), TimeRemainingColumn()) as progress:
         task = progress.add_task("train", total=None, epoch="-")

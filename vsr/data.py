@@ -85,16 +85,24 @@ def _patches(img: torch.Tensor, size: int, stride: int) -> torch.Tensor:
     return p.reshape(-1, 1, size, size)
 
 
-def training_pairs(folder: Path, scale: int, size: int = 33, stride: int = 14) -> tuple[torch.Tensor, torch.Tensor]:
+SCALE_AUGMENTATION = (1.0, 0.9, 0.8, 0.7, 0.6)
+
+
+def training_pairs(
+    folder: Path, scale: int, size: int = 33, stride: int = 14, rescale: tuple[float, ...] = (1.0,)
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, labels): the paper's sub-images of every image in `folder` (see contract)."""
     inputs, labels = [], []
     for path in list_images(folder):
-        y = torch.from_numpy(modcrop(y_uint8(read_image(path)), scale) / 255.0)
-        if min(y.shape) < size:
-            continue
-        lr_up = imresize(imresize(y, 1.0 / scale), scale)
-        inputs.append(_patches(lr_up, size, stride))
-        labels.append(_patches(y, size, stride))
+        full = torch.from_numpy(y_uint8(read_image(path)) / 255.0)
+        for factor in rescale:
+            y = full if factor == 1.0 else (imresize(full, factor) * 255.0).round().clamp(0, 255) / 255.0
+            y = modcrop(y, scale)
+            if min(y.shape) < size:
+                continue
+            lr_up = imresize(imresize(y, 1.0 / scale), scale)
+            inputs.append(_patches(lr_up, size, stride))
+            labels.append(_patches(y, size, stride))
     if not inputs:
         raise InputError(f"{folder}: no image is at least {size}x{size} after modcrop; use larger training images")
     return torch.cat(inputs).float(), torch.cat(labels).float()

@@ -1,8 +1,14 @@
 """Training SRCNN on the paper's sub-images: `train(config) -> weights path`.
 
 Contract:
-- Data: `data.training_pairs` (33x33 sub-images, stride 14, LR = bicubic down+up).
-  Loss: MSE between the valid (unpadded) output and the label's centre.
+- Data: `data.training_pairs` (33x33 sub-images, stride 14, LR = bicubic down+up);
+  `scale_aug` adds copies of every image downscaled by 0.9/0.8/0.7/0.6 (FSRCNN's
+  augmentation of the 91 images: 3.3x the sub-images). Loss: MSE between the valid
+  (unpadded) output and the label's centre.
+- Precision: `fp32`, or `bf16`: the mapping layer (conv2, about 87% of the 9-5-5
+  arithmetic) runs in bfloat16 under autocast while conv1, conv3, the loss and the
+  weights stay float32. About 2x faster on CPUs with AMX/AVX512-BF16; the weights are
+  float32 either way.
 - Recipes: `paper` = SGD, momentum 0.9, lr 1e-4 for layers 1-2 and 1e-5 for layer 3,
   Gaussian init (std 1e-3), batch 128, as in the paper; `adam` (default) = Adam with
   lr 1e-3 (layer 3: 1e-4) decayed by a cosine over `epochs` to 1% of it, He init,
@@ -29,13 +35,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import resolve_dataset, training_pairs
+from .atomic import atomic_path
+from .data import SCALE_AUGMENTATION, resolve_dataset, training_pairs
 from .engine import Upscaler, pick_device
 from .errors import UsageError, VsrError
 from .evaluate import evaluate, load_ground_truth
 from .model import SRCNN, SRCNNConfig, load_weights, save_weights
 
 RECIPES = ("adam", "paper")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -54,6 +62,8 @@ class TrainConfig:
     init: str | None = None  # start from these weights (e.g. another scale's)
     eval_data: str | None = "Set5"
     device: str = "auto"
+    precision: str = "fp32"
+    scale_aug: bool = False
 
     def validate(self) -> None:
         if self.scale < 2 or self.scale > 8:
@@ -62,6 +72,8 @@ class TrainConfig:
             raise UsageError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         if self.epochs < 1:
             raise UsageError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         try:
@@ -106,6 +118,16 @@ def _augment(x: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, to
     return torch.rot90(x, k % 4, (-2, -1)), torch.rot90(y, k % 4, (-2, -1))
 
 
+def _forward_valid(model: SRCNN, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """The training forward pass (valid convolutions), conv2 in bfloat16 if `bf16`."""
+    if not bf16:
+        return model(x, pad=False)
+    h = F.relu(model.conv1(x))
+    with torch.autocast(x.device.type, dtype=torch.bfloat16):
+        h = F.relu(model.conv2(h))
+    return model.conv3(h.float())
+
+
 def _save_checkpoint(path: Path, model: SRCNN, opt: torch.optim.Optimizer, gen: torch.Generator, state: dict) -> None:
     from safetensors.torch import save_file
 
@@ -114,9 +136,8 @@ def _save_checkpoint(path: Path, model: SRCNN, opt: torch.optim.Optimizer, gen: 
         for key, v in s.items():
             tensors[f"opt.{i}.{key}"] = torch.as_tensor(v).detach().cpu().contiguous()
     tensors["rng"] = gen.get_state()
-    tmp = path.with_name(path.name + ".part")
-    save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={"state": json.dumps(state)})
 
 
 def _checkpoint_state(path: Path) -> dict:
@@ -179,8 +200,9 @@ def train(cfg: TrainConfig, resume: bool = False, report: Callable[[dict], None]
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
     report({"event": "loading", "data": str(data_dir)})
-    inputs, labels = training_pairs(data_dir, cfg.scale)
+    inputs, labels = training_pairs(data_dir, cfg.scale, rescale=SCALE_AUGMENTATION if cfg.scale_aug else (1.0,))
     inputs, labels = inputs.to(device), labels.to(device)
+    bf16 = cfg.precision == "bf16"
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -195,6 +217,8 @@ def train(cfg: TrainConfig, resume: bool = False, report: Callable[[dict], None]
             raise UsageError(f"--init {cfg.init}: its architecture {start.config.arch} differs from --arch {cfg.arch}")
         model.load_state_dict(start.state_dict())
     model.to(device)
+    if bf16:  # oneDNN's bfloat16 convolutions are fastest on NHWC tensors
+        model.to(memory_format=torch.channels_last)
     opt = _make_optimizer(model, cfg)
     state = {"epoch": 0, "elapsed_s": 0.0, "history": [], "config": dataclasses.asdict(cfg)}
     if resume:
@@ -230,7 +254,9 @@ def train(cfg: TrainConfig, resume: bool = False, report: Callable[[dict], None]
             x, y = inputs[idx], labels[idx]
             if cfg.recipe == "adam":
                 x, y = _augment(x, y, int(torch.randint(8, (1,), generator=gen)))
-            loss = F.mse_loss(model(x, pad=False), y[:, :, border:-border, border:-border])
+            if bf16:
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss = F.mse_loss(_forward_valid(model, x, bf16), y[:, :, border:-border, border:-border])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -249,6 +275,8 @@ def train(cfg: TrainConfig, resume: bool = False, report: Callable[[dict], None]
         _save_checkpoint(ckpt_path, model, opt, gen, state)
         meta = {
             "recipe": cfg.recipe,
+            "precision": cfg.precision,
+            "scale_aug": cfg.scale_aug,
             "epochs": epoch + 1,
             "train_s": round(state["elapsed_s"], 1),
             "data": cfg.data,
