@@ -9,7 +9,6 @@ Errors are `InputError` / `OutputError` with one actionable line.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")  # errors are ours to report, in one line
@@ -17,6 +16,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")  # errors are ours to report, i
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .atomic import atomic_path
 from .errors import InputError, OutputError  # noqa: E402
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -58,13 +58,7 @@ def write_image(path: Path, img: np.ndarray) -> None:
     if not ok:
         raise OutputError(f"{path}: cannot encode an image with suffix {path.suffix!r}; use .png")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"{path.parent}: cannot write there ({exc.strerror}); choose a writable folder") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write it ({exc.strerror}); choose a writable folder") from None

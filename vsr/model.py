@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import atomic_path
 from .errors import WeightsError
 
 
@@ -119,10 +120,8 @@ def save_weights(model: SRCNN, path: Path, metadata: dict | None = None) -> None
     meta = {"format": "vsr-srcnn-1", "config": json.dumps(dataclasses.asdict(model.config))}
     if metadata:
         meta["training"] = json.dumps(metadata)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=meta)
 
 
 def read_metadata(path: Path) -> dict:

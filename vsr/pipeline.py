@@ -32,7 +32,6 @@ import os
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import remove, temp_path
 from .errors import OutputError, UsageError, VsrError
 from .resize import imresize, output_length
 from .video import EncoderOptions, Picture, VideoReader, VideoWriter, is_url, plane_shapes
@@ -122,12 +122,12 @@ def upscale_video(
         _check_target(src, dst, overwrite)
         info = reader.info
         out_w, out_h = output_length(info.width, scale), output_length(info.height, scale)
-        tmp = None if dst == "-" else _temp_path(Path(dst))
+        tmp = None if dst == "-" else temp_path(Path(dst))
         enc = EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
         try:
             writer = VideoWriter(tmp or "-", fmt_out, reader, out_w, out_h, enc, warn, label=dst)
         except BaseException:
-            _remove(tmp)
+            remove(tmp)
             raise
     except BaseException:
         reader.close()
@@ -177,7 +177,7 @@ def upscale_video(
                 writer.abort()
                 reader.close()
         finally:
-            _remove(tmp)
+            remove(tmp)
         raise
     _flush_warnings(warnings, lock, sent, report)
     elapsed_s = time.perf_counter() - t0
@@ -448,16 +448,3 @@ def _check_target(src: str, dst: str, overwrite: bool) -> None:
         raise OutputError(f"{dst}: the folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{dst}: the folder {folder} is not writable; choose another output folder")
-
-
-def _temp_path(target: Path) -> str:
-    """A hidden name beside `target` with the same suffix, so the container format follows the name."""
-    return str(target.with_name(f".{target.stem}.vsr-{uuid.uuid4().hex[:8]}.part{target.suffix}"))
-
-
-def _remove(path: str | None) -> None:
-    if path is not None:
-        try:
-            os.remove(path)
-        except OSError:
-            pass

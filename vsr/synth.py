@@ -11,7 +11,6 @@ Deterministic: the same arguments give the same frames.
 from __future__ import annotations
 
 import argparse
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from .pipeline import _remove, _temp_path
+from .atomic import atomic_path
 from .resize import imresize
 
 MAX_PAN = 240  # pixels; a longer clip reverses the pan instead of growing the scene
@@ -61,12 +60,8 @@ def make_clip(path: Path | str, width: int = 320, height: int = 180, frames: int
     canvas = scene(3 * (width + pan), 3 * (height + pan // 2 + 1))
     t = torch.from_numpy(canvas).permute(2, 0, 1).float()
     small_canvas = imresize(t, 1 / 3).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-    tmp = _temp_path(path)  # renamed into place only when complete
-    try:
+    with atomic_path(path) as tmp:  # renamed into place only when complete
         _write(tmp, small_canvas, pan, width, height, frames, fps, audio)
-        os.replace(tmp, path)
-    finally:
-        _remove(tmp)
     return path
 
 

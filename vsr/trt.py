@@ -23,11 +23,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
 from .engine import Notice, Upscaler, _Valid, cache_root
 from .errors import BackendError
 from .model import SRCNN, weights_hash
@@ -125,14 +125,11 @@ class TensorRTUpscaler(Upscaler):
             reason = f"{type(exc).__name__}: {exc}"
             raise BackendError(f"TensorRT could not build an engine ({reason}); use --backend compile") from None
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
-            tt.save(engine, str(tmp), inputs=[example])
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                tt.save(engine, tmp, inputs=[example])
         except Exception as exc:  # noqa: BLE001 - the engine works even if caching it fails
             self.notice(f"could not cache the TensorRT engine ({type(exc).__name__}: {exc})")
-        finally:
-            tmp.unlink(missing_ok=True)
         return engine
 
     def _run_valid(self, window: torch.Tensor) -> torch.Tensor:

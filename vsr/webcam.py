@@ -62,7 +62,8 @@ import torch  # noqa: E402
 from .capture import AVSource, CameraSource, Frame, bgr_to_planes, open_source  # noqa: E402
 from .errors import OutputError, UsageError, VsrError  # noqa: E402
 from .imageio import write_image  # noqa: E402
-from .pipeline import _check_target, _remove, _temp_path  # noqa: E402
+from .atomic import remove, temp_path  # noqa: E402
+from .pipeline import _check_target  # noqa: E402
 from .preview import VIEWS, Preview, ViewState, check_display, compose, draw_hud, planes_to_bgr, view_size  # noqa: E402
 from .resize import imresize, output_length  # noqa: E402
 from .video import (  # noqa: E402
@@ -157,12 +158,12 @@ class Recorder:
 
     def __init__(self, dst: str, info: VideoInfo, width: int, height: int, enc: EncoderOptions, warn: Callable[[str], None]):
         self.dst, self.info = dst, info
-        self.tmp = _temp_path(Path(dst))
+        self.tmp = temp_path(Path(dst))
         self.frames = 0
         try:
             self._writer = VideoWriter(self.tmp, None, None, width, height, enc, warn, label=dst, info=info)
         except BaseException:
-            _remove(self.tmp)
+            remove(self.tmp)
             raise
         self._queue = _Ordered(RECORD_QUEUE, threading.Event())
         self._error: BaseException | None = None
@@ -220,7 +221,7 @@ class Recorder:
         self._thread.join(10.0)
         if not self._finished:
             self._writer.abort()
-        _remove(self.tmp)
+        remove(self.tmp)
 
 
 # ---------------------------------------------------------------- hand-over between threads
