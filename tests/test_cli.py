@@ -145,16 +145,26 @@ def test_shipped_weights_beat_bicubic_through_upscale(shared_data, tmp_path, pat
     """Each shipped file, used by default by `vsr upscale`, beats bicubic on Set5 (LR files in, PNG out)."""
     arch, scale = path.stem.split("_")[1], int(path.stem.rsplit("x", 1)[1])
     truth = _set5_lr_folder(shared_data, scale, tmp_path / "lr")
-    r = vsr("upscale", tmp_path / "lr", tmp_path / "sr", "--scale", scale, "--arch", arch, "-q")
+    r = vsr("upscale", tmp_path / "lr", tmp_path / "sr", "--scale", scale, "--arch", arch, "--no-ensemble", "-q")
     assert r.returncode == 0, r.stderr
     assert _mean_psnr(truth, tmp_path / "sr", scale) > evaluate(truth, scale, None).mean("bicubic_psnr") + 0.5
+
+
+def test_images_default_to_self_ensemble(shared_data, tmp_path):
+    """`vsr upscale` on images averages the 8 flips/rotations unless --no-ensemble; it scores higher on Set5."""
+    truth = _set5_lr_folder(shared_data, 3, tmp_path / "lr")
+    for out, flags in (("one", ["--no-ensemble"]), ("ens", [])):
+        r = vsr("upscale", tmp_path / "lr", tmp_path / out, "--scale", 3, "--arch", "9-1-5", *flags, "-q")
+        assert r.returncode == 0, r.stderr
+    one, ens = _mean_psnr(truth, tmp_path / "one", 3), _mean_psnr(truth, tmp_path / "ens", 3)
+    assert ens > one + 0.05, (one, ens)
 
 
 def test_eval_json(shared_data, weights):
     r = vsr("eval", "--data", shared_data / "Set5", "--scale", 2, "--weights", weights, "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["scale"] == 2 and len(doc["images"]) == 5
+    assert doc["scale"] == 2 and len(doc["images"]) == 5 and doc["ensemble"] is True
     assert abs(doc["mean"]["bicubic_psnr"] - 33.66) < 0.02
     assert doc["paper"]["srcnn_955_psnr"] == 36.66
     assert torch.isfinite(torch.tensor(doc["mean"]["model_psnr"]))

@@ -107,3 +107,13 @@ def test_hwaccel_falls_back_to_cpu_with_a_notice(tmp_path, weights):
     assert r.returncode == 0, r.stderr
     assert "vsr: warning: hardware decoding (cuda) is not available here; decoding on the CPU" in r.stderr
     assert len(frames_of(tmp_path / "out.mkv")) == len(VFR_MS)
+
+
+def test_video_is_one_pass_unless_ensemble_is_asked(tmp_path, weights):
+    src = make_clip(tmp_path / "in.mkv")
+    for out, flags in (("one.mkv", []), ("ens.mkv", ["--ensemble"])):
+        r = vsr("upscale", src, tmp_path / out, "--scale", 2, "--weights", weights, "--preset", "ultrafast", "-q", *flags)
+        assert r.returncode == 0, r.stderr
+    one, ens = frames_of(tmp_path / "one.mkv"), frames_of(tmp_path / "ens.mkv")
+    assert len(one) == len(ens) == len(VFR_MS)
+    assert any((a.to_ndarray() != b.to_ndarray()).any() for a, b in zip(one, ens, strict=True))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vsr import trt
-from vsr.engine import Upscaler, make_upscaler
+from vsr.engine import SelfEnsemble, Upscaler, make_upscaler
 from vsr.errors import BackendError
 from vsr.pipeline import upscale_planes
 
@@ -32,6 +32,24 @@ def test_bad_backend_and_precision():
 def test_tensorrt_missing_is_one_clear_error():
     with pytest.raises(BackendError, match="pip install 'vsr\\[tensorrt\\]'"):
         make_upscaler(make_model("9-1-5"), "tensorrt", "cpu")
+
+
+def _turn(x: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.rot90(x.flip(-1) if k >= 4 else x, k % 4, (-2, -1))
+
+
+def test_self_ensemble_is_equivariant_and_not_one_pass():
+    """Averaging over the 8 flips/rotations makes the result turn with its input, which one pass does not."""
+    single = Upscaler(make_model("9-5-5"), "cpu", tile=24)  # tiles, so transposed inputs tile differently
+    ens = SelfEnsemble(single)
+    assert (ens.backend, ens.device, ens.config) == ("eager+ensemble", single.device, single.config)
+    x = torch.rand(1, 1, 30, 41, generator=torch.Generator().manual_seed(5))
+    out = ens(x)
+    assert out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    for k in range(8):
+        torch.testing.assert_close(ens(_turn(x, k)), _turn(out, k), atol=1e-6, rtol=0)
+    assert not torch.allclose(single(_turn(x, 1)), _turn(single(x), 1), atol=1e-4)
+    assert (out - single(x)).abs().max() > 1e-4
 
 
 def test_edge_tiles_padded_to_one_shape_equal_untiled():

@@ -19,6 +19,12 @@ Backends (attribute `backend`):
 - `tensorrt`: torch-tensorrt (dynamo), FP16 or FP32, one static engine per window shape,
   built on first use and cached on disk (`vsr.trt`). Imported lazily; a clear
   `BackendError` says how to install it where it is missing.
+
+`SelfEnsemble(upscaler)` is the same interface around any backend: the mean of its
+outputs on the 8 flips/rotations of the input, each turned back (the "enhanced
+prediction" of Timofte et al., "Seven ways to improve example-based single image super
+resolution", CVPR 2016, also known as geometric self-ensemble). 8x the model's work for
+about +0.1-0.2 dB; `vsr upscale` uses it for still images by default.
 """
 
 from __future__ import annotations
@@ -178,3 +184,22 @@ def make_upscaler(
 
         return TensorRTUpscaler(model, dev, precision, tile, notice=notice)
     raise BackendError(f"unknown backend {backend!r}; use one of auto, {', '.join(BACKENDS)}")
+
+
+class SelfEnsemble:
+    """Mean of `upscaler` over the 8 flips/rotations of the input (see the module contract)."""
+
+    def __init__(self, upscaler: Upscaler):
+        self.upscaler = upscaler
+        self.device, self.config, self.precision = upscaler.device, upscaler.config, upscaler.precision
+        self.backend = f"{upscaler.backend}+ensemble"
+
+    @torch.inference_mode()
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        total = None
+        for k in range(8):
+            x = y.flip(-1) if k >= 4 else y
+            out = torch.rot90(self.upscaler(torch.rot90(x, k % 4, (-2, -1))), -(k % 4), (-2, -1))
+            out = out.flip(-1) if k >= 4 else out
+            total = out if total is None else total.add_(out)
+        return total.div_(8)
