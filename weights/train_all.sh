@@ -39,8 +39,10 @@ finetune 4 "${X4_FT_EPOCHS:-30}" 2e-4 weights/runs/9-5-5_x4 weights/runs/9-5-5_x
 finetune 3 "${X3_FT2_EPOCHS:-150}" 1e-4 weights/runs/9-5-5_x3_ft weights/runs/9-5-5_x3_ft2
 # Stage 4: FSRCNN's scale augmentation of the 91 images (copies downscaled by 0.9-0.6, 3.3x the
 # sub-images), with the mapping layer in bfloat16 for speed (about 2x on this AMX CPU).
-# The three scales are independent: they can run at the same time (OMP_NUM_THREADS=1 each).
+# The three scales are independent: they ran at the same time (OMP_NUM_THREADS=1 each).
+# Started with 120 epochs each, set to 75 after epoch 10 and to 100 after epoch 12 (session time;
+# --epochs may change on --resume, which reshapes the rest of the cosine).
 aug=(--scale-aug --precision bf16)
-finetune 3 "${X3_AUG_EPOCHS:-120}" 1e-4 weights/runs/9-5-5_x3_ft2 weights/runs/9-5-5_x3_aug "${aug[@]}"
-finetune 2 "${X2_AUG_EPOCHS:-120}" 2e-4 weights/runs/9-5-5_x2_ft weights/runs/9-5-5_x2_aug "${aug[@]}"
-finetune 4 "${X4_AUG_EPOCHS:-120}" 2e-4 weights/runs/9-5-5_x4_ft weights/runs/9-5-5_x4_aug "${aug[@]}"
+finetune 3 "${X3_AUG_EPOCHS:-100}" 1e-4 weights/runs/9-5-5_x3_ft2 weights/runs/9-5-5_x3_aug "${aug[@]}"
+finetune 2 "${X2_AUG_EPOCHS:-100}" 2e-4 weights/runs/9-5-5_x2_ft weights/runs/9-5-5_x2_aug "${aug[@]}"
+finetune 4 "${X4_AUG_EPOCHS:-100}" 2e-4 weights/runs/9-5-5_x4_ft weights/runs/9-5-5_x4_aug "${aug[@]}"
