@@ -6,8 +6,9 @@ Peers:
   naive PyTorch SRCNN 9-1-5 / 9-5-5     a per-frame loop as one would first write it: RGB -> YCbCr in numpy,
                                         torch `interpolate(bicubic)` (a = -0.75, not MATLAB's), the same SRCNN
                                         weights as vsr in plain fp32, back to RGB; no threads, no tiles
-  vsr SRCNN 9-1-5 / 9-5-5               `vsr.images.upscale_image` (RGB frames, as `vsr upscale photo.png`) and
-                                        `vsr.pipeline.upscale_planes` (the YUV planes, what the video path does)
+  vsr SRCNN 9-1-5 / 9-5-5               `vsr.images.upscale_image` (RGB frames, one pass) and
+                                        `vsr.pipeline.upscale_planes` (the YUV planes, what the video path does);
+                                        quality also with the self-ensemble (what `vsr upscale photo.png` does)
   bicubic                               vsr's MATLAB bicubic, OpenCV INTER_CUBIC, and ffmpeg's swscale bicubic
   ffmpeg                                `ffmpeg -vf scale=iw*S:ih*S:flags=bicubic` transcoding the clip (libx264
                                         medium, CRF 18, audio copied), beside `vsr`'s pipeline on the same clip
@@ -55,7 +56,7 @@ import torch.nn.functional as F
 
 from vsr.bench import device_info, time_calls
 from vsr.data import as_rgb
-from vsr.engine import Upscaler, pick_device
+from vsr.engine import SelfEnsemble, Upscaler, pick_device
 from vsr.evaluate import load_ground_truth, score_pair
 from vsr.images import upscale_image
 from vsr.model import SRCNN, load_weights
@@ -242,6 +243,9 @@ def quality_rows(datasets: list[str], scales: list[int], device: torch.device, o
     for scale in scales:
         methods = methods_for(scale, device, opencv_dir)
         methods["bicubic (ffmpeg swscale)"] = ffmpeg_cubic(scale)
+        for arch in ARCHS:  # quality only: its speed is that of the one-pass row divided by about 8
+            ensemble = SelfEnsemble(Upscaler(load_weights(default_weights(scale, arch)), device))
+            methods[f"vsr SRCNN {arch} self-ensemble"] = lambda rgb, up=ensemble, s=scale: upscale_image(rgb, s, up)
         for dataset in datasets:
             images = load_ground_truth(DATA_DIR / dataset, scale)
             # grey images (Set14 has one) as R = G = B, which the peers need; their Y is the grey image's Y
