@@ -92,6 +92,25 @@ def test_bad_inputs_one_line_and_nothing_lost(tmp_path, weights):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.png", "existing.png", "garbage.safetensors", "good.png"]
 
 
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "--precision", "fp8"], ["--precision", "fp8", "bf16"]),
+        (["upscale", "a.png", "b.png", "--scale", "x"], ["--scale", "integer"]),
+        (["upscale", "a.png", "b.png", "--bogus"], ["--bogus"]),
+        (["upscale"], ["Missing argument"]),
+        (["eval", "--arch", "9-9-9"], ["--arch", "9-5-5"]),
+        (["nosuchcmd"], ["nosuchcmd"]),
+    ],
+)
+def test_usage_errors_are_one_line(args, words):
+    r = vsr(*args)
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vsr: error: ") and "--help" in lines[0], r.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+
+
 def test_overwrite_replaces(tmp_path, weights):
     src, dst = tmp_path / "a.png", tmp_path / "b.png"
     write_image(src, smooth_image(10, 12))

@@ -674,6 +674,11 @@ def _print_bench(doc: dict) -> None:
         out_console.print("* no shipped weights for this scale: timed with random weights (speed does not depend on them)")
 
 
+# Click's base exception: `click.ClickException`, or the copy newer typer releases vendor
+# (`typer._click`); found from typer's own BadParameter so that either works.
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)  # returns an exit code instead of raising typer.Exit (130 on Ctrl-C)
@@ -693,10 +698,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except _CLICK_ERROR as exc:  # usage errors: unknown option, bad value, missing argument
+        ctx = getattr(exc, "ctx", None)
+        where = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+        message = " ".join(exc.format_message().replace("Value error, ", "").split()).rstrip(".")
+        err_console.print(f"vsr: error: {message}{where}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
