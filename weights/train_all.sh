@@ -19,13 +19,13 @@ run 9-5-5 2 "${X2_EPOCHS:-20}" --init weights/srcnn_9-5-5_x3.safetensors
 run 9-5-5 4 "${X4_EPOCHS:-20}" --init weights/srcnn_9-5-5_x3.safetensors
 run 9-1-5 2 10 --init weights/srcnn_9-1-5_x3.safetensors
 run 9-1-5 4 10 --init weights/srcnn_9-1-5_x3.safetensors
-finetune() {  # finetune SCALE EPOCHS LR FROM OUT [options]: continue 9-5-5 weights FROM (a run folder) in OUT at LR
-  local scale=$1 epochs=$2 lr=$3 from=$4 out=$5; shift 5
-  local start=(--init "${from}/srcnn_9-5-5_x${scale}.safetensors")
+finetune() {  # finetune SCALE EPOCHS LR FROM OUT [options]: continue $ARCH (default 9-5-5) weights FROM (a run folder) in OUT at LR
+  local scale=$1 epochs=$2 lr=$3 from=$4 out=$5 arch=${ARCH:-9-5-5}; shift 5
+  local start=(--init "${from}/srcnn_${arch}_x${scale}.safetensors")
   if [ -f "$out/checkpoint.safetensors" ]; then start+=(--resume); fi
-  python -m vsr train --data 91images --scale "$scale" --arch 9-5-5 --epochs "$epochs" --lr "$lr" \
+  python -m vsr train --data 91images --scale "$scale" --arch "$arch" --epochs "$epochs" --lr "$lr" \
     --out "$out" "${start[@]}" "$@" --quiet
-  cp "$out/srcnn_9-5-5_x${scale}.safetensors" "weights/srcnn_9-5-5_x${scale}.safetensors"
+  cp "$out/srcnn_${arch}_x${scale}.safetensors" "weights/srcnn_${arch}_x${scale}.safetensors"
 }
 # Stage 2: long fine-tune of the 9-5-5 weights at a lower learning rate (the first stage
 # plateaus below the paper; SRCNN keeps improving with many more updates).
@@ -46,3 +46,8 @@ aug=(--scale-aug --precision bf16)
 finetune 3 "${X3_AUG_EPOCHS:-100}" 1e-4 weights/runs/9-5-5_x3_ft2 weights/runs/9-5-5_x3_aug "${aug[@]}"
 finetune 2 "${X2_AUG_EPOCHS:-100}" 2e-4 weights/runs/9-5-5_x2_ft weights/runs/9-5-5_x2_aug "${aug[@]}"
 finetune 4 "${X4_AUG_EPOCHS:-100}" 2e-4 weights/runs/9-5-5_x4_ft weights/runs/9-5-5_x4_aug "${aug[@]}"
+# Stage 4 for the fast 9-1-5 (x3, x2, x4): scale augmentation from the first runs, lr 5e-4, float32
+# (started with 40 epochs, set to 15 after epoch 1: session time).
+ARCH=9-1-5 finetune 3 "${F3_AUG_EPOCHS:-15}" 5e-4 weights/runs/9-1-5_x3 weights/runs/9-1-5_x3_aug --scale-aug
+ARCH=9-1-5 finetune 2 "${F2_AUG_EPOCHS:-15}" 5e-4 weights/runs/9-1-5_x2 weights/runs/9-1-5_x2_aug --scale-aug
+ARCH=9-1-5 finetune 4 "${F4_AUG_EPOCHS:-15}" 5e-4 weights/runs/9-1-5_x4 weights/runs/9-1-5_x4_aug --scale-aug
