@@ -107,7 +107,7 @@ def train(
     eval_data: Annotated[str, typer.Option(help="Dataset evaluated after each epoch ('none' to skip).")] = "Set5",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[
-        TrainPrecision, typer.Option(help="bf16: the mapping layer in bfloat16 (about 2x faster on AMX CPUs and GPUs).")
+        TrainPrecision, typer.Option(help="bf16: the mapping layer in bfloat16 (about 2x faster on CPUs with AMX).")
     ] = TrainPrecision.fp32,
     scale_aug: Annotated[
         bool, typer.Option("--scale-aug", help="Also train on copies downscaled by 0.9-0.6 (FSRCNN's augmentation).")

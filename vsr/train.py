@@ -7,7 +7,7 @@ Contract:
   (unpadded) output and the label's centre.
 - Precision: `fp32`, or `bf16`: the mapping layer (conv2, about 87% of the 9-5-5
   arithmetic) runs in bfloat16 under autocast while conv1, conv3, the loss and the
-  weights stay float32. About 2x faster on CPUs with AMX/AVX512-BF16; the weights are
+  weights stay float32. About 2x faster on this project's AMX CPU; the weights are
   float32 either way.
 - Recipes: `paper` = SGD, momentum 0.9, lr 1e-4 for layers 1-2 and 1e-5 for layer 3,
   Gaussian init (std 1e-3), batch 128, as in the paper; `adam` (default) = Adam with
