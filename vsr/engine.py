@@ -186,6 +186,15 @@ def make_upscaler(
     raise BackendError(f"unknown backend {backend!r}; use one of auto, {', '.join(BACKENDS)}")
 
 
+def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """The k-th (0-7) of the 8 flips/rotations of the last two dims: mirrored if k >= 4, then
+    turned k % 4 quarter turns. `inverse=True` undoes it. Training's augmentation uses it too."""
+    if inverse:
+        x = torch.rot90(x, -(k % 4), (-2, -1))
+        return x.flip(-1) if k >= 4 else x
+    return torch.rot90(x.flip(-1) if k >= 4 else x, k % 4, (-2, -1))
+
+
 class SelfEnsemble:
     """Mean of `upscaler` over the 8 flips/rotations of the input (see the module contract)."""
 
@@ -198,8 +207,6 @@ class SelfEnsemble:
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
         total = None
         for k in range(8):
-            x = y.flip(-1) if k >= 4 else y
-            out = torch.rot90(self.upscaler(torch.rot90(x, k % 4, (-2, -1))), -(k % 4), (-2, -1))
-            out = out.flip(-1) if k >= 4 else out
+            out = dihedral(self.upscaler(dihedral(y, k)), k, inverse=True)
             total = out if total is None else total.add_(out)
         return total.div_(8)

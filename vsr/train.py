@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from .atomic import atomic_path
 from .data import SCALE_AUGMENTATION, resolve_dataset, training_pairs
-from .engine import Upscaler, pick_device
+from .engine import Upscaler, dihedral, pick_device
 from .errors import UsageError, VsrError
 from .evaluate import evaluate, load_ground_truth
 from .model import SRCNN, SRCNNConfig, load_weights, save_weights
@@ -113,9 +113,7 @@ def _lr_factor(cfg: TrainConfig, epoch: int) -> float:
 
 def _augment(x: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One of the 8 flips/rotations of the square, the same for input and label."""
-    if k >= 4:
-        x, y = x.flip(-1), y.flip(-1)
-    return torch.rot90(x, k % 4, (-2, -1)), torch.rot90(y, k % 4, (-2, -1))
+    return dihedral(x, k), dihedral(y, k)
 
 
 def _forward_valid(model: SRCNN, x: torch.Tensor, bf16: bool) -> torch.Tensor:
