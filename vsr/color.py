@@ -41,12 +41,3 @@ def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
     """HxWx3 float RGB in [0,1] -> HxW float64 Y in [16/255, 235/255]."""
     return rgb.astype(np.float64) @ _RGB2YCBCR[0] + _OFFSET[0]
 
-
-def gray_to_y(gray: np.ndarray) -> np.ndarray:
-    """HxW grey in [0,1] (R = G = B) -> Y in [0,1]; the weights of Y sum to 219/255."""
-    return gray.astype(np.float64) * (219.0 / 255.0) + _OFFSET[0]
-
-
-def y_to_gray(y: np.ndarray) -> np.ndarray:
-    """Inverse of `gray_to_y`; result is not clipped."""
-    return (y.astype(np.float64) - _OFFSET[0]) * (255.0 / 219.0)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .color import gray_to_y, rgb_to_y
+from .color import rgb_to_y
 from .errors import InputError
 from .imageio import is_image_path, read_image
 from .resize import imresize, modcrop
@@ -71,12 +71,12 @@ def as_rgb(img: np.ndarray) -> np.ndarray:
 
 
 def y_uint8(img: np.ndarray) -> np.ndarray:
-    """MATLAB `rgb2ycbcr` luma of a uint8 grey/RGB image, rounded: HxW float64 in 0..255."""
+    """The luma the SR literature scores, HxW float64 in 0..255: MATLAB `rgb2ycbcr` of a uint8 RGB(A) image,
+    rounded; a grey (single-channel) image is its own luma, as the literature's MATLAB scripts convert only
+    images with three channels (Set14's `bridge`)."""
     if img.ndim == 2:
-        y = gray_to_y(img / 255.0)
-    else:
-        y = rgb_to_y(img[:, :, :3] / 255.0)
-    return np.round(y * 255.0)
+        return img.astype(np.float64)
+    return np.round(rgb_to_y(img[:, :, :3] / 255.0) * 255.0)
 
 
 def _patches(img: torch.Tensor, size: int, stride: int) -> torch.Tensor:

@@ -4,7 +4,9 @@ Contract: `upscale_image(img, scale, upscaler)` takes a uint8 image (HxW grey, H
 RGB or HxWx4 RGBA) and returns uint8 of the same kind, `scale` times larger. Colour
 images go to BT.601 studio-range YCbCr; Y is bicubic-upscaled (MATLAB kernel) and
 refined by the upscaler, Cb/Cr (and alpha) are bicubic-upscaled; the result is
-converted back, rounded and clipped. Grey images are treated as R = G = B.
+converted back, rounded and clipped. A grey (single-channel) image is luma as it is:
+its values go through SRCNN directly and come back as grey, as the SR literature's
+MATLAB scripts treat single-channel images (no studio-range mapping).
 `upscaler=None` gives plain MATLAB bicubic (the baseline), through the same path.
 """
 
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .color import gray_to_y, rgb_to_ycbcr, y_to_gray, ycbcr_to_rgb
+from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .data import list_images
 from .errors import InputError, OutputError
 from .imageio import is_image_path, read_image, write_image
@@ -32,7 +34,7 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 def upscale_image(img: np.ndarray, scale: int, upscaler: YUpscaler | None) -> np.ndarray:
     """Upscale a uint8 grey/RGB/RGBA image by an integer factor (see module contract)."""
     if img.ndim == 2:
-        planes = gray_to_y(img / 255.0)[None]
+        planes = (img / 255.0)[None]
     else:
         planes = rgb_to_ycbcr(img[:, :, :3] / 255.0).transpose(2, 0, 1)
         if img.shape[2] == 4:
@@ -42,7 +44,7 @@ def upscale_image(img: np.ndarray, scale: int, upscaler: YUpscaler | None) -> np
         up[0] = upscaler(up[0][None, None])[0, 0].to("cpu")
     up = up.double().numpy()
     if img.ndim == 2:
-        return _to_uint8(y_to_gray(up[0]))
+        return _to_uint8(up[0])
     rgb = _to_uint8(ycbcr_to_rgb(up[:3].transpose(1, 2, 0)))
     if img.shape[2] == 4:
         return np.concatenate([rgb, _to_uint8(up[3])[:, :, None]], axis=2)
