@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +59,17 @@ def image_folder(tmp_path: Path) -> Path:
     for i in range(4):
         write_image(folder / f"img{i}.png", smooth_image(72, 60, seed=i))
     return folder
+
+
+def default_signals() -> None:
+    """`preexec_fn` for a child the test signals: SIGINT/SIGTERM/SIGHUP back to their defaults. A shell without job
+    control starts background jobs with SIGINT ignored (`bash tests/run.sh &`), nohup ignores SIGHUP, and children
+    inherit that; vsr keeps an ignored signal ignored (vsr.signals), as the launcher asked."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def spawn(args: list, **kwargs) -> subprocess.Popen:
+    """Start a child process that a test will signal (see `default_signals`); stderr is captured as text."""
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen([str(a) for a in args], preexec_fn=default_signals, text=True, **kwargs)

@@ -43,6 +43,7 @@ from vsr.webcam import (
     view_size,
 )
 
+from .conftest import spawn
 from .test_video import _QuietHandler, frames_of, names
 from .test_video import make_clip as make_rotated_clip
 
@@ -290,14 +291,13 @@ def test_bad_options_in_process(media):
         run_webcam(WebcamOptions(source=str(media["clip"].parent), window=False), Upscaler(tiny_model()))
 
 
-def test_ctrl_c_while_recording_leaves_nothing(tmp_path, media):
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_stop_signal_while_recording_leaves_nothing(tmp_path, media, signum, code):
     out = tmp_path / "out.mkv"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vsr", "webcam", "--source", str(media["clip"]), "--loop", "--no-window"]
-        + ["--record", str(out), "--weights", str(media["weights"])],
+    proc = spawn(
+        [sys.executable, "-m", "vsr", "webcam", "--source", media["clip"], "--loop", "--no-window"]
+        + ["--record", out, "--weights", media["weights"]],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -305,12 +305,12 @@ def test_ctrl_c_while_recording_leaves_nothing(tmp_path, media):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else ""
             time.sleep(0.05)
         time.sleep(0.5)  # some frames in
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert names(tmp_path) == set()
 
 

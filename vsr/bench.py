@@ -47,6 +47,7 @@ from __future__ import annotations
 import copy
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -63,6 +64,7 @@ import av
 import numpy as np
 import torch
 
+from .atomic import atomic_path
 from .engine import BACKENDS, make_upscaler
 from .errors import BackendError, InputError, OutputError, UsageError, WeightsError
 from .model import SRCNN, SRCNNConfig, load_weights
@@ -205,10 +207,18 @@ def check_input(path: str) -> None:
         raise InputError(f"{path}: no such video file; pass an existing file to --input or leave it out for a synthetic clip")
 
 
-def check_output(path: Path, option: str) -> None:
-    """Fail before measuring, not after, when a result file cannot be written."""
+def write_json(doc: dict, path: Path) -> None:
+    """The report as indented JSON, written atomically (an interrupted run leaves no half-written file)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def check_output(path: Path, option: str, overwrite: bool = False) -> None:
+    """Fail before measuring, not after, when a result file cannot be written (or exists, without `overwrite`)."""
     if path.is_dir():
         raise OutputError(f"{option} {path}: is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{option} {path}: already exists; pass --overwrite to replace it")
     if not path.parent.is_dir():
         raise OutputError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
 
@@ -735,7 +745,8 @@ def plot(doc: dict, path: Path) -> Path:
         ax.set_ylabel(f"{scored[0]['dataset']} Y-PSNR (dB)")
         ax.set_title("quality vs speed", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 

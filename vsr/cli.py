@@ -1,12 +1,15 @@
 """Command-line interface: the only module that imports typer and rich.
 
 Every `VsrError` becomes one line on stderr (`vsr: error: ...`) and its exit code;
-`--debug` shows the traceback instead. Ctrl-C exits with 130.
+`--debug` shows the traceback instead. Ctrl-C, SIGTERM and SIGHUP stop any command
+alike (`vsr.signals`): clean-up, one line, exit 130 / 143 / 129. Warnings that library
+modules log to the `vsr` logger are printed as `vsr: warning: ...`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from enum import Enum
 from pathlib import Path
@@ -26,6 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from .errors import InputError, UsageError, VsrError
+from .signals import Interrupted, exit_code, install
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Upscale videos, streams and images with SRCNN.")
 out_console = Console()
@@ -525,6 +529,7 @@ def bench(
     codec: Annotated[str, typer.Option(help="Video encoder of the pipeline and transcode rows.")] = "libx264",
     preset: Annotated[str | None, typer.Option(help="Encoder preset (codec default: medium for x264).")] = None,
     pipeline: Annotated[bool, typer.Option("--pipeline/--no-pipeline", help="Measure the pipeline and transcode rows.")] = True,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --json/--plot files.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Measure throughput on this machine: model only, the video pipeline and the transcode-only baseline."""
@@ -559,7 +564,7 @@ def bench(
         changes["eval_data"] = "Set5"
     for path, option in ((json_out, "--json"), (plot_out, "--plot")):
         if path is not None:
-            bm.check_output(path, option)
+            bm.check_output(path, option, overwrite)
     if plot_out is not None:
         bm.check_plotting()
     if pipeline:
@@ -574,7 +579,7 @@ def bench(
         with err_console.status("vsr bench") as status:
             doc = bm.run(plan, dev, progress=lambda message: status.update(f"vsr bench: {message}"), command=command)
     if json_out is not None:
-        json_out.write_text(json.dumps(doc, indent=2) + "\n")
+        bm.write_json(doc, json_out)
     if plot_out is not None:
         bm.plot(doc, plot_out)
     _print_bench(doc)
@@ -679,13 +684,33 @@ def _print_bench(doc: dict) -> None:
 _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+class _WarningLine(logging.Handler):
+    """Records of the `vsr` logger as one `vsr: warning: ...` line each, through rich (above any progress bar)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"vsr: warning: {record.getMessage()}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _setup_logging() -> None:
+    log = logging.getLogger("vsr")
+    if not any(isinstance(h, _WarningLine) for h in log.handlers):
+        log.addHandler(_WarningLine(logging.WARNING))
+    log.propagate = False
+
+
 def main() -> None:
+    install()
+    _setup_logging()
     try:
         code = app(standalone_mode=False)  # returns an exit code instead of raising typer.Exit (130 on Ctrl-C)
         if isinstance(code, int) and code:
             if code == 130:
                 err_console.print("vsr: interrupted", markup=False)
             sys.exit(code)
+    except Interrupted as exc:
+        what = "" if exc.name == "SIGINT" else f" by {exc.name}"
+        err_console.print(f"vsr: interrupted{what}; no partial file was left", markup=False, highlight=False)
+        sys.exit(exit_code(exc.signum))
     except VsrError as exc:
         if _state["debug"]:
             raise

@@ -40,4 +40,3 @@ def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
 def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
     """HxWx3 float RGB in [0,1] -> HxW float64 Y in [16/255, 235/255]."""
     return rgb.astype(np.float64) @ _RGB2YCBCR[0] + _OFFSET[0]
-

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import remove, temp_path
+from .atomic import publish, remove, temp_path
 from .errors import OutputError, UsageError, VsrError
 from .resize import imresize, output_length
 from .video import EncoderOptions, Picture, VideoReader, VideoWriter, is_url, plane_shapes
@@ -165,7 +165,7 @@ def upscale_video(
             warn(f"the encoder made {writer.packets_written} packets from {writer.frames_written} frames")
         if tmp is not None:
             try:
-                os.replace(tmp, dst)
+                publish(tmp, dst)
             except OSError as exc:
                 raise OutputError(f"{dst}: cannot move the finished video into place ({exc.strerror})") from None
     except BaseException:

@@ -17,6 +17,9 @@ Contract:
   every epoch, with the training metadata), `checkpoint.safetensors` (weights,
   optimizer and RNG state: `resume=True` continues bit-for-bit as if never stopped,
   given the same config), `log.jsonl` (one line per epoch).
+- A stop signal (Ctrl-C, SIGTERM: `vsr.signals`) never splits an epoch's three writes: checkpoint,
+  weights and log line are written together (each file atomically), so `resume` continues from the
+  last finished epoch with a log that matches it.
 - Deterministic for a seed on a given device and library version. No CLI code here:
   progress goes to the `report` callback as dicts.
 """
@@ -41,6 +44,7 @@ from .engine import Upscaler, dihedral, pick_device
 from .errors import UsageError, VsrError
 from .evaluate import evaluate, load_ground_truth
 from .model import SRCNN, SRCNNConfig, load_weights, save_weights
+from .signals import deferred
 
 RECIPES = ("adam", "paper")
 PRECISIONS = ("fp32", "bf16")
@@ -267,26 +271,27 @@ def train(cfg: TrainConfig, resume: bool = False, report: Callable[[dict], None]
             record["eval_psnr"] = round(res.mean("model_psnr"), 4)
             record["bicubic_psnr"] = round(res.mean("bicubic_psnr"), 4)
             model.to(device)
-        state["elapsed_s"] += time.perf_counter() - t0
-        state["epoch"] = epoch + 1
-        state["history"].append(record)
-        _save_checkpoint(ckpt_path, model, opt, gen, state)
-        meta = {
-            "recipe": cfg.recipe,
-            "precision": cfg.precision,
-            "scale_aug": cfg.scale_aug,
-            "epochs": epoch + 1,
-            "train_s": round(state["elapsed_s"], 1),
-            "data": cfg.data,
-            "scale": cfg.scale,
-            "seed": cfg.seed,
-            "hardware": hardware_name(device),
-            "torch": torch.__version__,
-            "eval": {cfg.eval_data: record.get("eval_psnr")} if cfg.eval_data else {},
-        }
-        save_weights(model, weights_path, meta)
-        with open(out / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        with deferred():  # the epoch's checkpoint, weights and log line are written together or not at all
+            state["elapsed_s"] += time.perf_counter() - t0
+            state["epoch"] = epoch + 1
+            state["history"].append(record)
+            _save_checkpoint(ckpt_path, model, opt, gen, state)
+            meta = {
+                "recipe": cfg.recipe,
+                "precision": cfg.precision,
+                "scale_aug": cfg.scale_aug,
+                "epochs": epoch + 1,
+                "train_s": round(state["elapsed_s"], 1),
+                "data": cfg.data,
+                "scale": cfg.scale,
+                "seed": cfg.seed,
+                "hardware": hardware_name(device),
+                "torch": torch.__version__,
+                "eval": {cfg.eval_data: record.get("eval_psnr")} if cfg.eval_data else {},
+            }
+            save_weights(model, weights_path, meta)
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
         report({"event": "epoch", **record})
     return weights_path
 

@@ -62,7 +62,7 @@ import torch  # noqa: E402
 from .capture import AVSource, CameraSource, Frame, bgr_to_planes, open_source  # noqa: E402
 from .errors import OutputError, UsageError, VsrError  # noqa: E402
 from .imageio import write_image  # noqa: E402
-from .atomic import remove, temp_path  # noqa: E402
+from .atomic import publish, remove, temp_path  # noqa: E402
 from .pipeline import _check_target  # noqa: E402
 from .preview import VIEWS, Preview, ViewState, check_display, compose, draw_hud, planes_to_bgr, view_size  # noqa: E402
 from .resize import imresize, output_length  # noqa: E402
@@ -211,7 +211,7 @@ class Recorder:
             written = self._writer.frames_written
             raise VsrError(f"internal error: queued {self.frames} frames for {self.dst}, encoded {written} (please report this)")
         try:
-            os.replace(self.tmp, self.dst)
+            publish(self.tmp, self.dst)
         except OSError as exc:
             raise OutputError(f"{self.dst}: cannot move the finished recording into place ({exc.strerror})") from None
 

@@ -1,0 +1,87 @@
+"""Stop signals: SIGTERM and SIGHUP stop vsr as safely as Ctrl-C.
+
+Contract:
+- `install()` (the CLI calls it once, in the main thread, before any work) makes SIGINT, SIGTERM and
+  SIGHUP raise `Interrupted(signum)` in the main thread. `kill`, `timeout`, systemd and `docker stop`
+  send SIGTERM; a closed terminal or SSH session sends SIGHUP. Every stage of vsr cleans up on any
+  `BaseException` (worker threads stopped, containers closed, temporary files removed, the target left
+  as it was), so the three signals stop a command alike; the CLI prints one line and exits
+  `exit_code(signum)` = 128 + signum (130 SIGINT, 143 SIGTERM, 129 SIGHUP), the shell's convention.
+- `Interrupted` is a `BaseException` but not a `KeyboardInterrupt`, so no library's Ctrl-C handling
+  (typer turns KeyboardInterrupt into exit 130) hides which signal it was.
+- A signal the launcher set to be ignored stays ignored: `nohup` ignores SIGHUP so that a job survives
+  its terminal, and a shell without job control starts background jobs (`vsr ... &` in a script) with
+  SIGINT ignored so that Ctrl-C at the terminal does not reach them. Undoing either would break what the
+  user asked of the shell. SIGTERM is handled unless it too was ignored.
+- Only the first signal raises; later ones are ignored, so that they cannot cut short the clean-up the
+  first one started (it is bounded: the video pipeline gives its threads 10 s). SIGKILL stays the way out.
+- `with deferred():` holds a signal back until the block ends (then raises it), for writes that belong
+  together (training's checkpoint, weights and log of one epoch). Main thread only, like the handler.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Interrupted(BaseException):
+    """A stop signal arrived (Ctrl-C, SIGTERM, SIGHUP); raised in the main thread."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def exit_code(signum: int) -> int:
+    """The shell's exit status for a process stopped by `signum`: 128 + signum."""
+    return 128 + int(signum)
+
+
+_raised = threading.Event()
+_defer = {"depth": 0, "pending": None}
+
+
+def _handler(signum: int, frame) -> None:
+    if _raised.is_set():
+        return  # already stopping: let the clean-up finish
+    _raised.set()
+    if _defer["depth"]:
+        _defer["pending"] = signum
+        return
+    raise Interrupted(signum)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold a stop signal that arrives inside the block; raise it as `Interrupted` when the block ends."""
+    _defer["depth"] += 1
+    try:
+        yield
+    finally:
+        _defer["depth"] -= 1
+    pending = _defer["pending"]
+    if pending is not None and not _defer["depth"]:
+        _defer["pending"] = None
+        raise Interrupted(pending)
+
+
+def install() -> list[int]:
+    """Route SIGINT, SIGTERM and SIGHUP to `Interrupted` unless ignored (see the contract); returns the
+    signals now handled. Must be called from the main thread."""
+    handled = []
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            continue
+        signal.signal(signum, _handler)
+        handled.append(signum)
+    _raised.clear()
+    return handled
