@@ -111,6 +111,22 @@ def test_usage_errors_are_one_line(args, words):
     assert all(w in lines[0] for w in words), lines[0]
 
 
+@pytest.mark.parametrize("command", ["", "upscale", "train", "webcam", "eval", "bench"])
+def test_help_has_plain_flags_and_argument_names(command):
+    """No `<bool>` beside flags (it invites `--overwrite true`), no `{src}` braces; the shipped weights and the codec
+    list are named where users choose them."""
+    r = vsr(*command.split(), "--help")
+    assert r.returncode == 0, r.stderr
+    assert "<bool>" not in r.stdout and "{" not in r.stdout, r.stdout
+    text = " ".join(r.stdout.replace("│", " ").split())
+    if command == "upscale":
+        assert "upscale [OPTIONS] SRC DST" in text
+        for words in ("9-5-5 (best) or 9-1-5 (fastest), each for x2, x3, x4", "other factors need --weights FILE"):
+            assert words in text
+        assert "libx264, libx265, libsvtav1, libvpx-vp9, h264_nvenc" in text
+        assert "- as output defaults to matroska" in text
+
+
 def test_overwrite_replaces(tmp_path, weights):
     src, dst = tmp_path / "a.png", tmp_path / "b.png"
     write_image(src, smooth_image(10, 12))

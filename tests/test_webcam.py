@@ -385,18 +385,38 @@ def test_window_under_xvfb_keys_snapshot_and_screenshot(tmp_path, media):
         found = x.run("xdotool", "search", "--sync", "--name", "^vsr webcam$", timeout=60)
         assert found.returncode == 0, (found.stderr, proc.poll())
         wid = found.stdout.split()[0].decode()
-        geometry = x.run("xdotool", "getwindowgeometry", "--shell", wid).stdout.decode()
-        geo = dict(line.split("=") for line in geometry.split())
-        assert (int(geo["WIDTH"]), int(geo["HEIGHT"])) == (1280, 360)  # bicubic | SRCNN, 640x360 each
+
+        def geometry() -> dict[str, str]:
+            return dict(line.split("=") for line in x.run("xdotool", "getwindowgeometry", "--shell", wid).stdout.decode().split())
+
+        # bicubic | SRCNN, 640x360 each. The window is created at that size, but the X server applies a resize
+        # when it gets to it: wait for it (a loaded machine took seconds), don't read the size once.
+        geo = _wait_for(
+            lambda: (g := geometry()) and (int(g["WIDTH"]), int(g["HEIGHT"])) == (1280, 360) and g, 30, "a 1280x360 window"
+        )
 
         def window_content():
             img = x.screenshot()
+            cv2.imwrite("/tmp/dbg_screen.png", img); open("/tmp/dbg_geo.txt", "w").write(repr((geo, geometry())))
             left, top = int(geo["X"]), int(geo["Y"])
             part = img[top : top + 360, left : left + 1280]
-            return part if part.shape[:2] == (360, 1280) and part.std() > 20 else None
+            if part.shape[:2] != (360, 1280) or part.std() <= 20:
+                return None
+            # A picture, not a blank, uniform or half-drawn window (under load the first paints can be two-tone).
+            return part if len(np.unique(part.reshape(-1, 3), axis=0)) > 1000 else None
 
-        part = _wait_for(window_content, 30, "the window to show frames")
-        assert len(np.unique(part.reshape(-1, 3), axis=0)) > 1000  # a picture, not a blank or uniform window
+        try:
+            _wait_for(window_content, 30, "the window to show a picture")
+        except BaseException:
+            alive = proc.poll()
+            x.run("xdotool", "windowfocus", "--sync", wid)
+            x.run("xdotool", "key", "q")
+            try:
+                out, err = proc.communicate(timeout=10)
+            except Exception:
+                out, err = "", "TIMEOUT"
+            open("/tmp/dbg_proc.txt", "w").write(f"poll={alive}\nrc={proc.returncode}\n{out}\n{err}")
+            raise
 
         assert x.run("xdotool", "windowfocus", "--sync", wid).returncode == 0
         x.run("xdotool", "key", "s")

@@ -31,7 +31,40 @@ from rich.table import Table
 from .errors import InputError, UsageError, VsrError
 from .signals import Interrupted, exit_code, install
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Upscale videos, streams and images with SRCNN.")
+
+class _PlainHelp:
+    """Plain help: no `<bool>` type beside flags (it invites `--overwrite true`, which fails) and arguments named
+    SRC DST in capitals without braces (current typer writes `{src} {dst}` in the usage line)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+            elif isinstance(param, typer.core.TyperArgument) and param.metavar is None:
+                param.metavar = param.name.upper()
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Command(_PlainHelp, typer.core.TyperCommand):
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, typer.core.TyperArgument):
+                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+        return pieces
+
+
+class _Group(_PlainHelp, typer.core.TyperGroup):
+    pass
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, help="Upscale videos, streams and images with SRCNN.")
 out_console = Console()
 err_console = Console(stderr=True)
 _state = {"debug": False}
@@ -93,7 +126,7 @@ def _check_scale(scale: int) -> int:
     return scale
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     data: Annotated[str, typer.Option(help="Training images: a dataset name (91images) or a folder.")] = "91images",
     scale: Annotated[int, typer.Option(help="Upscaling factor (2-8).")] = 3,
@@ -196,7 +229,16 @@ class Precision(str, Enum):
 
 
 WeightsOpt = Annotated[Path | None, typer.Option(help="SRCNN weights (.safetensors); default: shipped weights for --scale.")]
-ArchOpt = Annotated[Arch, typer.Option(help="Which shipped weights to use when --weights is not given.")]
+ScaleOpt = Annotated[
+    int, typer.Option(help="Upscaling factor, 2-8. Shipped weights cover 2, 3 and 4; other factors need --weights FILE.")
+]
+ArchOpt = Annotated[
+    Arch,
+    typer.Option(
+        help="Shipped weights to use without --weights: 9-5-5 (best) or 9-1-5 (fastest), each for x2, x3, x4; "
+        "9-3-5 needs --weights FILE."
+    ),
+]
 DeviceOpt = Annotated[str, typer.Option(help="auto (GPU if any), cpu or cuda.")]
 EnsembleOpt = Annotated[
     bool | None,
@@ -209,20 +251,28 @@ EnsembleOpt = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=_Command)
 def upscale(
     src: Annotated[str, typer.Argument(help="Image, folder of images, video file, URL, or - (stdin).", show_default=False)],
     dst: Annotated[str, typer.Argument(help="Output image, folder, video file, or - for stdout.", show_default=False)],
-    scale: Annotated[int, typer.Option(help="Upscaling factor (2-8).")] = 2,
+    scale: ScaleOpt = 2,
     weights: WeightsOpt = None,
     arch: ArchOpt = Arch.a955,
     device: DeviceOpt = "auto",
-    codec: Annotated[str, typer.Option(help="Video encoder: libx264, libx265, libsvtav1, h264_nvenc, ...")] = "libx264",
+    codec: Annotated[
+        str,
+        typer.Option(
+            help="Video encoder: libx264, libx265, libsvtav1, libvpx-vp9, h264_nvenc (NVIDIA GPUs), or any other PyAV has."
+        ),
+    ] = "libx264",
     crf: Annotated[float | None, typer.Option(help="Video quality (CRF, or CQ for NVENC); lower is better.")] = None,
     preset: Annotated[str | None, typer.Option(help="Encoder preset (codec default: medium for x264/x265).")] = None,
     pix_fmt: Annotated[str | None, typer.Option(help="Output pixel format (default: the input's, e.g. yuv420p).")] = None,
     fmt: Annotated[
-        str | None, typer.Option("--format", help="Container format for - (stdin/stdout), e.g. matroska, mpegts.")
+        str | None,
+        typer.Option(
+            "--format", help="Container format of - (stdin/stdout), e.g. matroska, mpegts; - as output defaults to matroska."
+        ),
     ] = None,
     backend: Annotated[
         Backend, typer.Option(help="auto: tensorrt or compile on a GPU, eager on the CPU (images: always eager).")
@@ -354,12 +404,12 @@ def _parse_size(text: str, option: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-@app.command()
+@app.command(cls=_Command)
 def webcam(
     source: Annotated[
         str, typer.Option(help="Camera index (0, 1, ...) or /dev/videoN, a video file, or a stream URL (rtsp://, http://, ...).")
     ] = "0",
-    scale: Annotated[int, typer.Option(help="Upscaling factor (2-8).")] = 2,
+    scale: ScaleOpt = 2,
     weights: WeightsOpt = None,
     arch: ArchOpt = Arch.a955,
     device: DeviceOpt = "auto",
@@ -445,10 +495,10 @@ def webcam(
         )
 
 
-@app.command(name="eval")
+@app.command(name="eval", cls=_Command)
 def eval_cmd(
     data: Annotated[str, typer.Option(help="Ground-truth images: Set5, Set14 or a folder.")] = "Set5",
-    scale: Annotated[int, typer.Option(help="Upscaling factor (2-8).")] = 3,
+    scale: ScaleOpt = 3,
     weights: WeightsOpt = None,
     arch: ArchOpt = Arch.a955,
     device: DeviceOpt = "auto",
@@ -500,7 +550,7 @@ def eval_cmd(
     out_console.print(table)
 
 
-@app.command()
+@app.command(cls=_Command)
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Fewer, smaller configurations: about a minute on 2 CPU cores.")] = False,
     device: DeviceOpt = "auto",

@@ -233,7 +233,9 @@ def _x_server_reachable(display: str, timeout_s: float = 2.0) -> bool:
 class Preview:
     """The OpenCV window: show images, read keys, follow the mouse (main thread only)."""
 
-    def __init__(self, state: ViewState):
+    def __init__(self, state: ViewState, size: tuple[int, int] | None = None):
+        """Open the window, at `size` (width, height of the first view, fitted to the screen) when given, so that it
+        does not appear at a default size and jump once the first frame arrives."""
         self.state = state
         self._shape: tuple[int, ...] | None = None
         self._drag = False
@@ -244,13 +246,18 @@ class Preview:
             cv2.setMouseCallback(WINDOW_NAME, self._mouse)
         except cv2.error as exc:
             raise BackendError(f"cannot open a window ({' '.join(str(exc).split())[:160]}); pass --no-window") from None
+        if size is not None:
+            self._resize(*size)
         self.part_width = 1  # width of one part of the view, for mouse positions
+
+    @staticmethod
+    def _resize(w: int, h: int) -> None:
+        fit = min(1.0, MAX_WINDOW[0] / w, MAX_WINDOW[1] / h)
+        cv2.resizeWindow(WINDOW_NAME, max(1, round(w * fit)), max(1, round(h * fit)))
 
     def show(self, img: np.ndarray) -> None:
         if img.shape != self._shape:
-            h, w = img.shape[:2]
-            fit = min(1.0, MAX_WINDOW[0] / w, MAX_WINDOW[1] / h)
-            cv2.resizeWindow(WINDOW_NAME, max(1, round(w * fit)), max(1, round(h * fit)))
+            self._resize(img.shape[1], img.shape[0])
             self._shape = img.shape
         cv2.imshow(WINDOW_NAME, img)
 

@@ -439,7 +439,7 @@ class _Session:
                 info, (w, h) = plain_info(*self.record_size, self.info.rate, self.info.time_base), self.record_size
             self.recorder = Recorder(opts.record, info, w, h, opts.encoder, self.warnings.add)
         if opts.window:
-            self.preview = Preview(self.state)
+            self.preview = Preview(self.state, self.record_size)
             self.preview.part_width = self.display_part_size()[0]
         for t in self.threads:
             t.start()
