@@ -148,24 +148,20 @@ def _mean_psnr(truth, folder: Path, scale: int) -> float:
 
 
 def test_train_two_epochs_then_upscale_beats_bicubic(shared_data, tmp_path):
-    """The issue's CPU check: `vsr train ... --arch 9-1-5 --epochs 2`, then `vsr upscale` with those weights."""
-    r = vsr(
-        "train",
-        "--data",
-        shared_data / "91images",
-        "--scale",
-        3,
-        "--arch",
-        "9-1-5",
-        "--epochs",
-        2,
-        "--out",
-        tmp_path / "run",
-        "--eval-data",
-        "none",
-        "--quiet",
+    """The issue's CPU check, as a new user runs it: no VSR_DATA, `vsr train --data <91images folder> ... --arch 9-1-5
+    --epochs 2` finds Set5 beside the training folder for its per-epoch evaluation; then `vsr upscale --weights`."""
+    env = {k: v for k, v in os.environ.items() if k != "VSR_DATA"}
+    env.update(VSR_CACHE=str(tmp_path / "empty-cache"), COLUMNS="200")
+    args = ["train", "--data", shared_data / "91images", "--scale", 3, "--arch", "9-1-5", "--epochs", 2]
+    r = subprocess.run(
+        [sys.executable, "-m", "vsr", *map(str, args), "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert r.returncode == 0, r.stderr
+    assert "epoch 2: loss" in r.stderr and ", Set5 " in r.stderr, r.stderr
     weights = tmp_path / "run" / "srcnn_9-1-5_x3.safetensors"
     truth = _set5_lr_folder(shared_data, 3, tmp_path / "lr")
     assert vsr("upscale", tmp_path / "lr", tmp_path / "sr", "--scale", 3, "--weights", weights, "-q").returncode == 0
@@ -203,3 +199,24 @@ def test_eval_json(shared_data, weights):
     assert abs(doc["mean"]["bicubic_psnr"] - 33.66) < 0.02
     assert doc["paper"]["srcnn_955_psnr"] == 36.66
     assert torch.isfinite(torch.tensor(doc["mean"]["model_psnr"]))
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(capsys):
+    """nohup, logs and CI get a plain line now and then (count, rate, ETA), not silence until the end."""
+    from vsr.cli import _PlainProgress
+
+    now = [100.0]
+    plain = _PlainProgress(False, "frames", interval_s=30, clock=lambda: now[0])
+    assert plain.enabled  # pytest's stderr is not a terminal
+    for t, done in ((10, 100), (31, 310), (40, 400), (62, 620)):
+        now[0] = 100.0 + t
+        plain(done, 1000)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "vsr: 310 / 1000 frames (31%), 10.00 frames/s, ETA 1 min 09 s",
+        "vsr: 620 / 1000 frames (62%), 10.00 frames/s, ETA 38 s",
+    ]
+    quiet = _PlainProgress(True, "frames", interval_s=0, clock=lambda: now[0])
+    now[0] += 100
+    quiet(5, None)
+    assert capsys.readouterr().err == ""

@@ -104,3 +104,26 @@ def test_dataset_resolution(tmp_path, monkeypatch):
     assert resolve_dataset("Set5") == tmp_path / "Set5"
     with pytest.raises(InputError):
         resolve_dataset("NoSuchSet")
+
+
+def test_eval_folder_auto_finds_set5_beside_the_data_or_trains_without(tmp_path, monkeypatch):
+    from vsr.train import eval_folder
+
+    monkeypatch.delenv("VSR_DATA", raising=False)
+    monkeypatch.setenv("VSR_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data" / "91images"
+    data.mkdir(parents=True)
+    folder, notice = eval_folder("auto", data)
+    assert folder is None and notice.startswith("no Set5 found") and "--eval-data FOLDER" in notice
+    (tmp_path / "data" / "Set5").mkdir()
+    assert eval_folder("auto", data) == ((tmp_path / "data" / "Set5").resolve(), None)
+    assert eval_folder(None, data) == (None, None)
+    with pytest.raises(InputError, match="Set14"):
+        eval_folder("Set14", data)  # asked for by name: must exist
+
+
+def test_resume_accepts_another_eval_data(image_folder, tmp_path):
+    """Evaluation does not shape the run: a run started with one --eval-data resumes with another (or auto)."""
+    train(cfg(image_folder, tmp_path / "r", epochs=1))
+    train(cfg(image_folder, tmp_path / "r", epochs=2, eval_data=None), resume=True)
+    assert len((tmp_path / "r" / "log.jsonl").read_text().splitlines()) == 2

@@ -175,7 +175,8 @@ def test_full_range_and_colour_tags_kept(tmp_path):
     src = make_clip(tmp_path / "in.mkv", color_range=2, colorspace=1, audio=None)  # full range BT.709
     assert frames_of(src)[0].color_range == 2
     dst = tmp_path / "out.mkv"
-    upscale_video(src, dst, 2, None)
+    summary = upscale_video(src, dst, 2, None)
+    assert summary.pix_fmt == "yuvj420p"  # what the summary line names: full-range 4:2:0, as ffprobe says
     first = frames_of(dst)[0]
     assert first.color_range == 2 and first.format.name in ("yuvj420p", "yuv420p")
     assert (first.colorspace, first.color_primaries, first.color_trc) == (1, 1, 1)

@@ -106,6 +106,45 @@ def _live_display(quiet: bool) -> bool:
     return not quiet and err_console.is_terminal
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class _PlainProgress:
+    """Progress where stderr is not a terminal (nohup, a log file, CI): a plain line every `interval_s`, e.g.
+    `vsr: 1200 / 5000 frames (24%), 12.3 frames/s, ETA 5 min 09 s`, instead of silence until the end."""
+
+    INTERVAL_S = 30.0
+
+    def __init__(self, quiet: bool, unit: str, interval_s: float = INTERVAL_S, clock=None):
+        import time
+
+        self.enabled = not quiet and not err_console.is_terminal
+        self.unit, self.interval_s = unit, interval_s
+        self.clock = clock or time.monotonic
+        self.start = self.last = self.clock()
+
+    def __call__(self, done: int, total: int | None, prefix: str = "") -> None:
+        now = self.clock()
+        if not self.enabled or now - self.last < self.interval_s:
+            return
+        self.last = now
+        elapsed = now - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        text = f"vsr: {prefix}{done} / {total or '?'} {self.unit}"
+        if total:
+            text += f" ({100 * done / total:.0f}%)"
+        text += f", {rate:.2f} {self.unit}/s"
+        if total and rate > 0 and done <= total:
+            text += f", ETA {_duration((total - done) / rate)}"
+        err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def _bar(quiet: bool, label: TextColumn, *extra) -> Progress:
     """A transient progress bar on stderr: label, bar, done/total, elapsed, then `extra` columns."""
     return Progress(
@@ -141,7 +180,13 @@ def train(
     out: Annotated[Path, typer.Option(help="Folder for weights, checkpoint and log.")] = Path("runs/srcnn"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
     init: Annotated[Path | None, typer.Option(help="Start from these weights (e.g. another scale's).")] = None,
-    eval_data: Annotated[str, typer.Option(help="Dataset evaluated after each epoch ('none' to skip).")] = "Set5",
+    eval_data: Annotated[
+        str,
+        typer.Option(
+            help="Evaluated after each epoch: a dataset name or folder, none, or auto (Set5 from $VSR_DATA or beside --data; "
+            "else no evaluation, with a notice)."
+        ),
+    ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[
         TrainPrecision, typer.Option(help="bf16: the mapping layer in bfloat16 (about 2x faster on CPUs with AMX).")
@@ -173,6 +218,7 @@ def train(
         precision=precision.value,
         scale_aug=scale_aug,
     )
+    plain = _PlainProgress(quiet, "steps")
     with _bar(quiet, TextColumn("[bold]epoch {task.fields[epoch]}"), TimeRemainingColumn()) as progress:
         task = progress.add_task("train", total=None, epoch="-")
 
@@ -183,11 +229,15 @@ def train(
                     f"training {cfg.arch} x{cfg.scale} ({cfg.recipe}) on {event['samples']} sub-images, "
                     f"epochs {event['start_epoch'] + 1}..{event['epochs']}, {event['device']}"
                 )
+            elif kind == "notice":
+                progress.console.print(f"vsr: {event['message']}", markup=False, highlight=False, soft_wrap=True)
             elif kind == "step":
                 progress.update(task, completed=event["step"], total=event["steps"], epoch=event["epoch"])
+                plain(event["step"], event["steps"], f"epoch {event['epoch']}/{cfg.epochs}: ")
             elif kind == "epoch":
+                plain.start = plain.clock()  # the next epoch's step rate and ETA are its own
                 psnr = (
-                    f", {cfg.eval_data} {event['eval_psnr']:.2f} dB (bicubic {event['bicubic_psnr']:.2f})"
+                    f", {event['eval_data']} {event['eval_psnr']:.2f} dB (bicubic {event['bicubic_psnr']:.2f})"
                     if "eval_psnr" in event
                     else ""
                 )
@@ -339,9 +389,17 @@ def _upscale_images(
     jobs = image_jobs(src, dst, overwrite)
     upscaler = _load_upscaler(weights, scale, arch, device, ensemble=ensemble)
     t0 = time.perf_counter()
+    plain = _PlainProgress(quiet, "images")
     with _bar(quiet, TextColumn("{task.description}")) as progress:
         task = progress.add_task("upscaling", total=len(jobs))
-        upscale_files(jobs, scale, upscaler, lambda s, d: progress.advance(task))
+        count = [0]
+
+        def done(src: Path, dst: Path) -> None:
+            progress.advance(task)
+            count[0] += 1
+            plain(count[0], len(jobs))
+
+        upscale_files(jobs, scale, upscaler, done)
     if not quiet:
         err_console.print(f"{len(jobs)} image(s) upscaled x{scale} in {time.perf_counter() - t0:.1f} s -> {dst}")
 
@@ -364,6 +422,7 @@ class _VideoProgress:
             transient=True,
         )
         self.task = None
+        self.plain = _PlainProgress(quiet, "frames")
 
     def __enter__(self) -> _VideoProgress:
         self.progress.__enter__()
@@ -386,6 +445,7 @@ class _VideoProgress:
             if total is not None and event["frames"] > total:  # the container's count was an estimate
                 total = None
             self.progress.update(self.task, completed=event["frames"], total=total, fps=event["fps"], total_text=total or "?")
+            self.plain(event["frames"], total)
 
 
 class View(str, Enum):

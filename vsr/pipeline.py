@@ -146,7 +146,7 @@ def upscale_video(
                 "duration_s": info.duration_s,
                 "rate": float(info.rate) if info.rate else None,
                 "codec": writer.stream.codec_context.name,
-                "pix_fmt": writer.pix_fmt,
+                "pix_fmt": writer.pix_fmt_label,
                 "in_pix_fmt": info.pix_fmt,
             }
         )
@@ -189,7 +189,7 @@ def upscale_video(
         in_size=(info.width, info.height),
         out_size=(out_w, out_h),
         codec=writer.stream.codec_context.name,
-        pix_fmt=writer.pix_fmt,
+        pix_fmt=writer.pix_fmt_label,
         dst=dst,
         warnings=tuple(warnings),
         stages=run.stage_figures(elapsed_s),

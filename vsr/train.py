@@ -64,7 +64,7 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/srcnn"
     init: str | None = None  # start from these weights (e.g. another scale's)
-    eval_data: str | None = "Set5"
+    eval_data: str | None = "auto"  # "auto": Set5 if found (see `eval_folder`), a name or folder, or None
     device: str = "auto"
     precision: str = "fp32"
     scale_aug: bool = False
@@ -153,11 +153,33 @@ def _checkpoint_state(path: Path) -> dict:
 
 
 def _check_same_run(saved: dict, cfg: TrainConfig) -> None:
-    """Resuming needs the options that shape the run (all but epochs, device, out)."""
+    """Resuming needs the options that shape the run (all but epochs, device, out, eval_data)."""
     now = dataclasses.asdict(cfg)
-    diff = [f"{k}={v!r}" for k, v in saved.items() if k not in ("epochs", "device", "out") and now.get(k) != v]
+    free = ("epochs", "device", "out", "eval_data")  # evaluation reads the model only: it does not shape the run
+    diff = [f"{k}={v!r}" for k, v in saved.items() if k not in free and now.get(k) != v]
     if diff:
         raise UsageError(f"--resume: the checkpoint was trained with {', '.join(diff)}; pass the same options to resume")
+
+
+def eval_folder(eval_data: str | None, data_dir: Path) -> tuple[Path | None, str | None]:
+    """(folder evaluated after each epoch or None, notice for the user or None). "auto" looks for Set5 where
+    `resolve_dataset` does ($VSR_DATA, the cache), then beside the training folder (`<data>/../Set5`, as in
+    ../shared/data); without one it trains without periodic evaluation and says so. A name or folder given
+    explicitly must exist."""
+    if eval_data is None:
+        return None, None
+    if eval_data != "auto":
+        return resolve_dataset(eval_data), None
+    try:
+        return resolve_dataset("Set5"), None
+    except VsrError:
+        beside = data_dir.resolve().parent / "Set5"
+        if beside.is_dir():
+            return beside, None
+    return None, (
+        f"no Set5 found ($VSR_DATA, the cache, or {beside}): training without evaluation after each epoch; "
+        "pass --eval-data FOLDER to evaluate"
+    )
 
 
 def _load_checkpoint(path: Path, model: SRCNN, opt: torch.optim.Optimizer, gen: torch.Generator, device) -> dict:
@@ -196,7 +218,11 @@ def train(cfg: TrainConfig, resume: bool = False, report: Callable[[dict], None]
     if resume:
         _check_same_run(_checkpoint_state(ckpt_path)["config"], cfg)
     data_dir = resolve_dataset(cfg.data)
-    eval_images = load_ground_truth(resolve_dataset(cfg.eval_data), cfg.scale) if cfg.eval_data else None
+    eval_dir, notice = eval_folder(cfg.eval_data, data_dir)
+    if notice:
+        report({"event": "notice", "message": notice})
+    eval_images = load_ground_truth(eval_dir, cfg.scale) if eval_dir else None
+    eval_name = eval_dir.name if eval_dir else None
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -267,7 +293,7 @@ def train(cfg: TrainConfig, resume: bool = False, report: Callable[[dict], None]
         record = {"epoch": epoch + 1, "loss": total / n, "lr": base * factor, "epoch_s": round(time.perf_counter() - t0, 2)}
         model.eval()
         if eval_images is not None:
-            res = evaluate(eval_images, cfg.scale, Upscaler(model, device), str(cfg.eval_data))
+            res = evaluate(eval_images, cfg.scale, Upscaler(model, device), eval_name)
             record["eval_psnr"] = round(res.mean("model_psnr"), 4)
             record["bicubic_psnr"] = round(res.mean("bicubic_psnr"), 4)
             model.to(device)
@@ -287,12 +313,12 @@ def train(cfg: TrainConfig, resume: bool = False, report: Callable[[dict], None]
                 "seed": cfg.seed,
                 "hardware": hardware_name(device),
                 "torch": torch.__version__,
-                "eval": {cfg.eval_data: record.get("eval_psnr")} if cfg.eval_data else {},
+                "eval": {eval_name: record.get("eval_psnr")} if eval_name else {},
             }
             save_weights(model, weights_path, meta)
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
-        report({"event": "epoch", **record})
+        report({"event": "epoch", "eval_data": eval_name, **record})
     return weights_path
 
 

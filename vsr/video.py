@@ -552,6 +552,17 @@ class VideoWriter:
             self.abort()
             raise
 
+    @property
+    def pix_fmt_label(self) -> str:
+        """The pixel format as players and ffprobe name what was written: full-range 4:2:0/4:2:2/4:4:4 8-bit output
+        is `yuvj420p` etc. (the same planes as `pix_fmt`, tagged full range), anything else `pix_fmt` itself."""
+        if self.info.full_range:
+            for alias, plain in _FULL_RANGE_ALIASES.items():
+                if plain == self.pix_fmt:
+                    return alias
+            return f"{self.pix_fmt}, full range"
+        return self.pix_fmt
+
     def _setup(
         self, reader: VideoReader | None, codec: str, options: dict[str, str], width: int, height: int, warn: Warn
     ) -> None:
