@@ -22,7 +22,9 @@ transcode of the same clip to a file: wall seconds, opening and closing included
 Quality: `vsr eval`'s protocol for every method: ground truth modcropped to the scale, LR = MATLAB bicubic
 (`imresize_uint8`), output rounded to uint8 RGB, PSNR/SSIM of MATLAB-rounded Y with `scale` pixels shaved
 (`vsr.evaluate.score_pair`). ffmpeg's quality is measured on RGB images (rgb24 through the same scale filter).
-Grey ground truth (one Set14 image) is given to every method as R = G = B; its Y is that of the grey image.
+A grey (single-channel) ground truth, Set14's `bridge`, is scored as its own luma, as the literature's MATLAB scripts
+and `vsr eval` do: vsr's methods (MATLAB bicubic, SRCNN) take the grey LR image as it is; the others, which need RGB,
+get it as R = G = B and their output is reduced to grey (the rounded mean of its channels) before scoring.
 
 cv2.dnn_superres is in opencv-contrib, whose `cv2` conflicts with the project's own OpenCV package, so run
 this from its own virtual environment (the exact commands are in bench/README.md):
@@ -238,6 +240,15 @@ def clip_rows(clip: Path, frames: int, scale: int, device: torch.device, runs: i
 # ---------------------------------------------------------------- quality
 
 
+def _run_as_truth(fn: Method, lr: np.ndarray, grey_native: bool) -> np.ndarray:
+    """fn's output for `lr`, in the ground truth's form: a grey LR goes in as it is where the method takes grey
+    (`grey_native`), else as R = G = B, with the output reduced to grey by the rounded mean of its channels."""
+    if lr.ndim == 3 or grey_native:
+        return fn(lr)
+    out = fn(as_rgb(lr)).astype(np.float64)
+    return np.clip(np.round(out.mean(axis=2)), 0, 255).astype(np.uint8)
+
+
 def quality_rows(datasets: list[str], scales: list[int], device: torch.device, opencv_dir, say) -> list[dict]:
     rows = []
     for scale in scales:
@@ -248,12 +259,11 @@ def quality_rows(datasets: list[str], scales: list[int], device: torch.device, o
             methods[f"vsr SRCNN {arch} self-ensemble"] = lambda rgb, up=ensemble, s=scale: upscale_image(rgb, s, up)
         for dataset in datasets:
             images = load_ground_truth(DATA_DIR / dataset, scale)
-            # grey images (Set14 has one) as R = G = B, which the peers need; their Y is the grey image's Y
-            truths = [as_rgb(truth) for _, truth in images]
-            lrs = [(imresize_uint8(truth, 1.0 / scale), truth) for truth in truths]
+            lrs = [(imresize_uint8(truth, 1.0 / scale), truth) for _, truth in images]
             for method, fn in methods.items():
                 say(f"quality {dataset} x{scale}: {method}")
-                scores = [score_pair(fn(lr), truth, scale) for lr, truth in lrs]
+                grey_native = method.startswith(("vsr ", "bicubic (vsr"))
+                scores = [score_pair(_run_as_truth(fn, lr, grey_native), truth, scale) for lr, truth in lrs]
                 rows.append(
                     {
                         "method": method,

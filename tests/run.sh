@@ -1,11 +1,37 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): installs what the tests need, lints, runs the suite.
-# Where no NVIDIA GPU is present, torch is pinned to 2.13.0, which this project's machines
-# resolve to the CPU build (elsewhere add --index-url https://download.pytorch.org/whl/cpu).
-# Tests that need ../shared/data skip with a reason when VSR_TEST_DATA is absent.
+# The test command (README, .ci/run): sets up a Python, installs what the tests need, lints, runs the suite.
+#
+# Python: $PYTHON if set; else the virtual environment you are in; else .venv in the repository, created on the
+# first run (Debian/Ubuntu's system Python refuses `pip install` outside one: externally-managed-environment).
+# torch: where no NVIDIA GPU is present it is pinned to 2.13.0, which this project's machines resolve to the CPU
+# build (elsewhere PyPI's 2.13.0 is the CUDA build: install the CPU one first, see README). With apt as root it
+# also installs what the window test needs (libGL, GLib, Xvfb, xdotool, ImageMagick) and python3-venv if missing.
+# Tests that need ../shared/data skip with a reason when it (or $VSR_TEST_DATA) is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+
+can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+apt_install() {
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1; }
+}
+
+if [ -n "${PYTHON:-}" ]; then
+  PY=$PYTHON
+elif python3 -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' 2>/dev/null; then
+  PY=python3 # already in a virtual environment
+else
+  if [ ! -x .venv/bin/python ]; then
+    echo "tests/run.sh: creating the virtual environment .venv" >&2
+    if ! python3 -m venv .venv 2>/dev/null; then
+      rm -rf .venv
+      if can_apt; then apt_install python3-venv || true; fi
+      python3 -m venv .venv || { echo "tests/run.sh: cannot create .venv; install python3-venv (Debian/Ubuntu) and retry" >&2; exit 1; }
+    fi
+  fi
+  PY=.venv/bin/python
+fi
+
 if ! "$PY" -c "import torch" 2>/dev/null; then
   if nvidia-smi -L >/dev/null 2>&1; then
     "$PY" -m pip install --quiet torch
@@ -22,10 +48,11 @@ missing=()
 command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
 command -v xdotool >/dev/null 2>&1 || missing+=(xdotool)
 command -v import >/dev/null 2>&1 || missing+=(imagemagick)
-if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
-    apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
-      echo "tests/run.sh: could not install ${missing[*]}; the window test will skip" >&2
+if [ ${#missing[@]} -gt 0 ]; then
+  if can_apt; then
+    apt_install "${missing[@]}" || echo "tests/run.sh: could not install ${missing[*]}; the window test will skip" >&2
+  else
+    echo "tests/run.sh: ${missing[*]} missing (not root or no apt-get); the window test will skip" >&2
   fi
 fi
 "$PY" -m ruff check vsr tests bench
