@@ -90,19 +90,23 @@ def test_sweep_removes_only_dead_writers_of_this_host(tmp_path, caplog):
         "alive": f".out.vsr-{host}-{os.getpid()}-0a1b2c.part.mkv",
         "other_host": f".out.vsr-{'0000' if host != '0000' else '1111'}-{dead.pid}-0a1b2c.part.mkv",
         "old_naming": ".out.vsr-0a1b2c3d.part.mkv",
+        "other_target_alive": f".other.vsr-{host}-{os.getpid()}-0a1b2c.part.mkv",  # a parallel job's: not our business
+        "other_target_gone": f".other.vsr-{host}-{dead.pid}-0a1b2c.part.mkv",
         "unrelated": ".out.mkv",
     }
     for name in files.values():
         (tmp_path / name).write_bytes(b"x")
     with caplog.at_level("WARNING", logger="vsr"):
-        atomic.sweep(tmp_path)
+        atomic.sweep(tmp_path, "out.mkv")
     left = {p.name for p in tmp_path.iterdir()}
-    assert left == set(files.values()) - {files["gone"]}
+    assert left == set(files.values()) - {files["gone"], files["other_target_gone"]}
     text = caplog.text
-    assert f"removed {tmp_path / files['gone']}" in text
+    for key in ("gone", "other_target_gone"):
+        assert f"removed {tmp_path / files[key]}" in text
     for key in ("other_host", "old_naming"):
         assert f"{tmp_path / files[key]} is a partial file of another vsr run" in text
     assert files["alive"] not in text  # this very process: its own file, in use
+    assert files["other_target_alive"] not in text
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout_s: float = 120) -> None:

@@ -11,9 +11,11 @@ Contract:
 - Temporary names are `.<stem>.vsr-<host>-<pid>-<random>.part<suffix>`: hidden, marked as partial, and
   naming the writer (a 4-hex tag of the host name and the process id). Only SIGKILL or a power loss can
   leave one behind. `temp_path` first sweeps the target's folder (once per folder and process): a partial
-  file that this host's process wrote and that process is gone is deleted; any other (another host's,
-  a live process's, an older vsr's naming) is left alone and named in a warning. Both go to the `vsr`
-  logger (the CLI prints them as `vsr: warning: ...`).
+  file that this host's process wrote and that process is gone is deleted, with a warning; a partial file
+  of the same target whose writer may still run (another host's, a live process's, an older vsr's
+  naming) is left alone and named in a warning (two runs writing one output); other targets' live
+  partial files are none of this run's business (parallel jobs into one folder). Warnings go to the
+  `vsr` logger (the CLI prints them as `vsr: warning: ...`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 
 log = logging.getLogger("vsr")
 
-_PART = re.compile(r"^\..*\.vsr-(?:(?P<host>[0-9a-f]{4})-(?P<pid>\d+)-)?[0-9a-f]{6,8}\.part(?:\.[^.]*)?$")
+_PART = re.compile(r"^\.(?P<stem>.*)\.vsr-(?:(?P<host>[0-9a-f]{4})-(?P<pid>\d+)-)?[0-9a-f]{6,8}\.part(?P<suffix>(?:\.[^.]*)?)$")
 _swept: set[str] = set()
 _swept_lock = threading.Lock()
 
@@ -63,8 +65,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep(folder: Path | str) -> None:
-    """Delete this host's partial files in `folder` whose writer is gone; warn about other partial files."""
+def sweep(folder: Path | str, target: str | None = None) -> None:
+    """Delete this host's partial files in `folder` whose writer is gone; warn about other partial files of
+    `target` (a file name in `folder`)."""
     folder = Path(folder)
     try:
         names = [e.name for e in os.scandir(folder) if e.name.startswith(".") and ".vsr-" in e.name]
@@ -83,7 +86,7 @@ def sweep(folder: Path | str) -> None:
             except OSError:
                 continue
             log.warning(f"removed {path}, a partial file left by an interrupted vsr run (process {pid} is gone)")
-        elif pid != os.getpid():
+        elif pid != os.getpid() and f"{match['stem']}{match['suffix']}" == target:
             who = f"process {pid} on host tag {match['host']}" if pid is not None else "an earlier vsr version"
             log.warning(f"{path} is a partial file of another vsr run ({who}); delete it if that run is over")
 
@@ -96,7 +99,7 @@ def temp_path(target: Path | str) -> str:
         first = folder not in _swept
         _swept.add(folder)
     if first:
-        sweep(folder)
+        sweep(folder, target.name)
     tag = f"{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     return str(target.with_name(f".{target.stem}.vsr-{tag}.part{target.suffix}"))
 
