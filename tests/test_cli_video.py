@@ -143,3 +143,18 @@ def test_video_is_one_pass_unless_ensemble_is_asked(tmp_path, weights):
     one, ens = frames_of(tmp_path / "one.mkv"), frames_of(tmp_path / "ens.mkv")
     assert len(one) == len(ens) == len(VFR_MS)
     assert any((a.to_ndarray() != b.to_ndarray()).any() for a, b in zip(one, ens, strict=True))
+
+
+def test_compile_backend_that_cannot_build_is_one_line_before_any_output(tmp_path, weights):
+    """torch.compile is lazy: without a C++ compiler Inductor fails at the first call. The warm-up runs that call
+    before the output is opened, so an explicitly named backend that cannot work is one line, exit 5, no file."""
+    src = make_clip(tmp_path / "in.mkv")
+    r = vsr(
+        "upscale", src, tmp_path / "out.mkv", "--scale", 2, "--weights", weights, "--backend", "compile",
+        CXX="/bin/false", VSR_CACHE=str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert r.returncode == 5, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vsr: error: the compile backend failed on a 128x96 frame"), r.stderr
+    assert lines[0].endswith("use --backend eager")
+    assert names(tmp_path) == {"in.mkv", "cache"} or names(tmp_path) == {"in.mkv"}

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import BackendError
+from .errors import BackendError, VsrError
 from .model import SRCNN
 
 BACKENDS = ("eager", "compile", "tensorrt")
@@ -100,6 +100,24 @@ class Upscaler:
     def _run_valid(self, window: torch.Tensor) -> torch.Tensor:
         """Valid convolutions on an already padded window (output smaller by 2*border), float32 out."""
         return self.model(window.to(self.dtype), pad=False).float()
+
+    def warm_up(self, height: int, width: int) -> None:
+        """Run one blank frame of this size (bicubic-upscaled luma) through a compiled backend, so that compiling
+        and engine building happen now, before any output is opened, and a failure (no C++ compiler for Inductor,
+        Triton refusing the GPU, a failed engine build) is one `BackendError` line instead of a traceback from the
+        SR thread. torch.compile is lazy: it fails at the first call, not when built. Eager needs no warm-up."""
+        if self.backend == "eager":
+            return
+        try:
+            self(torch.zeros(1, 1, height, width, device=self.device))
+        except VsrError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - BackendCompilerFailed, InductorError, RuntimeError, ...
+            lines = str(exc).strip().splitlines()
+            why = f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
+            raise BackendError(
+                f"the {self.backend} backend failed on a {width}x{height} frame ({why}); use --backend eager"
+            ) from None
 
     @torch.inference_mode()
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
@@ -202,6 +220,12 @@ class SelfEnsemble:
         self.upscaler = upscaler
         self.device, self.config, self.precision = upscaler.device, upscaler.config, upscaler.precision
         self.backend = f"{upscaler.backend}+ensemble"
+
+    def warm_up(self, height: int, width: int) -> None:
+        """The wrapped backend's warm-up for both orientations the quarter turns give."""
+        self.upscaler.warm_up(height, width)
+        if height != width:
+            self.upscaler.warm_up(width, height)
 
     @torch.inference_mode()
     def __call__(self, y: torch.Tensor) -> torch.Tensor:

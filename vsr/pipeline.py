@@ -122,6 +122,8 @@ def upscale_video(
         _check_target(src, dst, overwrite)
         info = reader.info
         out_w, out_h = output_length(info.width, scale), output_length(info.height, scale)
+        if hasattr(upscaler, "warm_up"):  # compiled backends fail here, before any output is opened
+            upscaler.warm_up(out_h, out_w)
         tmp = None if dst == "-" else temp_path(Path(dst))
         enc = EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
         try:
