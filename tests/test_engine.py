@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vsr import trt
-from vsr.engine import SelfEnsemble, Upscaler, make_upscaler
+from vsr.engine import FallbackUpscaler, SelfEnsemble, Upscaler, make_upscaler
 from vsr.errors import BackendError
 from vsr.pipeline import upscale_planes
 
@@ -161,3 +161,41 @@ def test_pipeline_gpu_stage_keeps_order_and_every_frame(tmp_path, monkeypatch):
     assert len(a) == len(b) == len(VFR_MS)
     assert all(np.array_equal(x.to_ndarray(), y.to_ndarray()) and x.pts == y.pts for x, y in zip(a, b, strict=True))
     assert packets_of(tmp_path / "gpu.mkv", "audio") == packets_of(src, "audio")
+
+
+def test_auto_falls_back_through_the_chain_with_one_line_notices(tmp_path):
+    """--backend auto's chain (tensorrt -> compile -> eager), forced on the CPU: torch-tensorrt missing (import) and
+    Inductor without a C++ compiler (first call, caught by the warm-up) each hand over with one notice line."""
+    code = """
+import torch
+from vsr.engine import FallbackUpscaler
+from tests.test_model import make_model
+notices = []
+up = FallbackUpscaler(("tensorrt", "compile", "eager"), make_model("9-1-5"), torch.device("cpu"), "fp32", None, notices.append)
+up.warm_up(20, 24)
+out = up(torch.rand(1, 1, 20, 24))
+print(up.backend, tuple(out.shape))
+print("\\n".join(notices))
+"""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CXX": "/bin/false", "VSR_CACHE": str(tmp_path / "cache")}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == "eager (1, 1, 20, 24)"
+    assert len(lines) == 3, lines
+    assert lines[1].endswith("; trying the compile backend") and "torch-tensorrt" in lines[1]
+    assert lines[2].startswith("the compile backend failed on a 24x20 frame (") and lines[2].endswith(
+        "; trying the eager backend"
+    )
+
+
+def test_fallback_raises_when_the_last_backend_fails():
+    up = FallbackUpscaler(("eager",), make_model("9-1-5"), torch.device("cpu"), "fp32", None, lambda m: None)
+    assert up.backend == "eager" and up.device == torch.device("cpu")
+    with pytest.raises(BackendError, match="tile size"):
+        FallbackUpscaler(("eager",), make_model("9-1-5"), torch.device("cpu"), "fp32", 4, lambda m: None)

@@ -172,27 +172,7 @@ class CompiledUpscaler(Upscaler):
         return out.float() if out.dtype != torch.float32 else out.clone()  # never hand out the graph's own buffer
 
 
-def make_upscaler(
-    model: SRCNN,
-    backend: str = "auto",
-    device: torch.device | str = "auto",
-    precision: str | None = None,
-    tile: int | None = None,
-    notice: Notice = lambda message: None,
-) -> Upscaler:
-    """Pick and build a backend. auto: tensorrt where torch-tensorrt imports on CUDA, else compile on
-    CUDA, eager on the CPU. precision None: fp16 on CUDA, fp32 on the CPU."""
-    dev = pick_device(device) if isinstance(device, str) else torch.device(device)
-    precision = precision or ("fp16" if dev.type == "cuda" else "fp32")
-    if backend == "auto":
-        if dev.type != "cuda":
-            backend = "eager"
-        else:
-            from . import trt
-
-            backend = "tensorrt" if trt.available() else "compile"
-            if backend == "compile":
-                notice("torch-tensorrt is not installed; using the torch.compile backend")
+def _build(backend: str, model: SRCNN, dev: torch.device, precision: str, tile: int | None, notice: Notice) -> Upscaler:
     if backend == "eager":
         return Upscaler(model, dev, precision, tile)
     if backend == "compile":
@@ -202,6 +182,69 @@ def make_upscaler(
 
         return TensorRTUpscaler(model, dev, precision, tile, notice=notice)
     raise BackendError(f"unknown backend {backend!r}; use one of auto, {', '.join(BACKENDS)}")
+
+
+class FallbackUpscaler:
+    """`--backend auto`: the first of `order` that builds and warms up; each one that fails hands over to the next
+    with a one-line notice. The Upscaler interface, delegated to the backend in use (`current`)."""
+
+    def __init__(self, order: tuple[str, ...], model: SRCNN, dev: torch.device, precision: str, tile, notice: Notice):
+        self._order, self._model, self._args, self._notice = list(order), model, (dev, precision, tile), notice
+        self.current = self._next(None)
+
+    def _next(self, failure: str | None) -> Upscaler:
+        while self._order:
+            backend = self._order.pop(0)
+            if failure is not None:
+                self._notice(f"{failure}; trying the {backend} backend")
+            try:
+                return _build(backend, self._model, *self._args, self._notice)
+            except BackendError as exc:
+                if not self._order:
+                    raise
+                failure = str(exc)
+        raise BackendError(failure or "no backend left to try")
+
+    def warm_up(self, height: int, width: int) -> None:
+        while True:
+            try:
+                self.current.warm_up(height, width)
+                return
+            except BackendError as exc:
+                if not self._order:
+                    raise
+                self.current = self._next(str(exc).removesuffix("; use --backend eager"))
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return self.current(y)
+
+    def __getattr__(self, name: str):  # device, config, precision, backend, tile, ... of the backend in use
+        return getattr(self.__dict__["current"], name)
+
+
+def make_upscaler(
+    model: SRCNN,
+    backend: str = "auto",
+    device: torch.device | str = "auto",
+    precision: str | None = None,
+    tile: int | None = None,
+    notice: Notice = lambda message: None,
+) -> Upscaler:
+    """Pick and build a backend. auto: eager on the CPU; on CUDA a `FallbackUpscaler` over tensorrt (where
+    torch-tensorrt imports), compile, eager. A named backend that cannot be built raises `BackendError`.
+    precision None: fp16 on CUDA, fp32 on the CPU."""
+    dev = pick_device(device) if isinstance(device, str) else torch.device(device)
+    precision = precision or ("fp16" if dev.type == "cuda" else "fp32")
+    if backend == "auto":
+        if dev.type != "cuda":
+            return Upscaler(model, dev, precision, tile)
+        from . import trt
+
+        order = ("tensorrt", "compile", "eager") if trt.available() else ("compile", "eager")
+        if not trt.available():
+            notice("torch-tensorrt is not installed; using the torch.compile backend")
+        return FallbackUpscaler(order, model, dev, precision, tile, notice)
+    return _build(backend, model, dev, precision, tile, notice)
 
 
 def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
