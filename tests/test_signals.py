@@ -67,6 +67,33 @@ except Interrupted as exc:
     assert r.stdout.splitlines() == ["block finished", "SIGTERM"]
 
 
+def test_check_raises_a_stop_that_a_callback_swallowed():
+    """A signal handled while C code runs a Python callback (OpenCV's mouse callback inside cv2.waitKey) can have
+    its exception discarded; the main loops' `check()` raises it after all, once."""
+    code = """
+import os, signal, time
+from vsr.signals import Interrupted, check, install
+install()
+def callback():  # as a C wrapper calls it: any exception is printed and dropped
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+    except BaseException:
+        print("swallowed")
+callback()
+os.kill(os.getpid(), signal.SIGTERM)  # a second signal: ignored, the first is still on its way
+try:
+    check()
+except Interrupted as exc:
+    print("check raised", exc.name)
+check()
+print("once")
+"""
+    r = _run_python(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["swallowed", "check raised SIGTERM", "once"]
+
+
 def test_atomic_output_follows_the_umask(tmp_path):
     """safetensors (like some other writers) creates 0600 files; published outputs get 0666 less the umask."""
     import torch

@@ -23,6 +23,7 @@ from .data import list_images
 from .errors import InputError, OutputError
 from .imageio import is_image_path, read_image, write_image
 from .resize import imresize
+from .signals import check as check_stop
 
 YUpscaler = Callable[[torch.Tensor], torch.Tensor]
 
@@ -96,5 +97,6 @@ def image_jobs(src: Path, dst: Path, overwrite: bool) -> list[tuple[Path, Path]]
 def upscale_files(jobs: list[tuple[Path, Path]], scale: int, upscaler: YUpscaler | None, on_done=lambda src, dst: None) -> None:
     """Run `image_jobs` pairs: read, upscale, write atomically."""
     for src, dst in jobs:
+        check_stop()  # a stop signal some callback swallowed (vsr.signals)
         write_image(dst, upscale_image(read_image(src), scale, upscaler))
         on_done(src, dst)

@@ -42,6 +42,7 @@ import torch
 from .atomic import publish, remove, temp_path
 from .errors import OutputError, UsageError, VsrError
 from .resize import imresize, output_length
+from .signals import check as check_stop
 from .video import EncoderOptions, Picture, VideoReader, VideoWriter, is_url, plane_shapes
 
 YUpscaler = Callable[[torch.Tensor], torch.Tensor]
@@ -154,6 +155,7 @@ def upscale_video(
         )
         run.start()
         while not run.finished.wait(0.25):
+            check_stop()  # a stop signal some callback swallowed (vsr.signals)
             sent = _flush_warnings(warnings, lock, sent, report)
             report(_progress_event(run, info, t0))
         run.join()

@@ -17,6 +17,10 @@ Contract:
   first one started (it is bounded: the video pipeline gives its threads 10 s). SIGKILL stays the way out.
 - `with deferred():` holds a signal back until the block ends (then raises it), for writes that belong
   together (training's checkpoint, weights and log of one epoch). Main thread only, like the handler.
+- `check()` raises a stop that arrived but was swallowed: Python runs signal handlers wherever the main
+  thread is, and a callback that C code calls (OpenCV's mouse callback inside `cv2.waitKey`) may discard
+  the exception. The main loops (video pipeline, webcam, training steps, image folders) call it, so such
+  a stop still ends the run instead of being lost. It raises once.
 """
 
 from __future__ import annotations
@@ -48,16 +52,24 @@ def exit_code(signum: int) -> int:
 
 _raised = threading.Event()
 _defer = {"depth": 0, "pending": None}
+_unchecked: list[int] = []  # the stop signal, until `check()` has raised it
 
 
 def _handler(signum: int, frame) -> None:
     if _raised.is_set():
         return  # already stopping: let the clean-up finish
     _raised.set()
+    _unchecked.append(signum)
     if _defer["depth"]:
         _defer["pending"] = signum
         return
     raise Interrupted(signum)
+
+
+def check() -> None:
+    """Raise `Interrupted` for a stop signal that arrived and has not ended the run (see the contract)."""
+    if _unchecked and not _defer["depth"]:
+        raise Interrupted(_unchecked.pop())
 
 
 @contextmanager
@@ -71,6 +83,7 @@ def deferred() -> Iterator[None]:
     pending = _defer["pending"]
     if pending is not None and not _defer["depth"]:
         _defer["pending"] = None
+        _unchecked.clear()
         raise Interrupted(pending)
 
 
@@ -84,4 +97,5 @@ def install() -> list[int]:
         signal.signal(signum, _handler)
         handled.append(signum)
     _raised.clear()
+    _unchecked.clear()
     return handled

@@ -44,6 +44,7 @@ from .engine import Upscaler, dihedral, pick_device
 from .errors import UsageError, VsrError
 from .evaluate import evaluate, load_ground_truth
 from .model import SRCNN, SRCNNConfig, load_weights, save_weights
+from .signals import check as check_stop
 from .signals import deferred
 
 RECIPES = ("adam", "paper")
@@ -288,6 +289,7 @@ def train(cfg: TrainConfig, resume: bool = False, report: Callable[[dict], None]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            check_stop()  # a stop signal some callback swallowed (vsr.signals)
             total += loss.item() * idx.numel()
             report({"event": "step", "epoch": epoch + 1, "step": step + 1, "steps": steps})
         record = {"epoch": epoch + 1, "loss": total / n, "lr": base * factor, "epoch_s": round(time.perf_counter() - t0, 2)}

@@ -63,6 +63,7 @@ from .capture import AVSource, CameraSource, Frame, bgr_to_planes, open_source  
 from .errors import OutputError, UsageError, VsrError  # noqa: E402
 from .imageio import write_image  # noqa: E402
 from .atomic import publish, remove, temp_path  # noqa: E402
+from .signals import check as check_stop  # noqa: E402
 from .pipeline import _check_target  # noqa: E402
 from .preview import VIEWS, Preview, ViewState, check_display, compose, draw_hud, planes_to_bgr, view_size  # noqa: E402
 from .resize import imresize, output_length  # noqa: E402
@@ -450,6 +451,7 @@ class _Session:
         last_report = time.perf_counter()
         drawn = None
         while True:
+            check_stop()  # a stop signal swallowed by OpenCV's mouse callback (vsr.signals)
             self.raise_error()
             self.warnings.flush()
             if self.preview is not None:
