@@ -21,17 +21,18 @@ def _run_python(code: str, **kwargs) -> subprocess.CompletedProcess:
 
 def test_install_keeps_ignored_signals_ignored():
     """nohup (SIGHUP ignored) and a shell's background job (SIGINT ignored) keep what the launcher asked; the rest are
-    routed to Interrupted, and only the first signal raises."""
+    routed to Interrupted, and once the CLI has acknowledged a stop, later signals are ignored."""
     code = """
 import os, signal
-from vsr.signals import Interrupted, install
+from vsr.signals import Interrupted, acknowledge, install
 print(sorted(signal.Signals(s).name for s in install()))
 try:
     os.kill(os.getpid(), signal.SIGTERM)
     import time; time.sleep(5)
 except Interrupted as exc:
     print(exc.name)
-os.kill(os.getpid(), signal.SIGTERM)  # a second signal during clean-up is ignored
+acknowledge()  # what the CLI does when the stop reaches it
+os.kill(os.getpid(), signal.SIGTERM)  # later signals are ignored
 print("still here")
 """
 
@@ -81,7 +82,6 @@ def callback():  # as a C wrapper calls it: any exception is printed and dropped
     except BaseException:
         print("swallowed")
 callback()
-os.kill(os.getpid(), signal.SIGTERM)  # a second signal: ignored, the first is still on its way
 try:
     check()
 except Interrupted as exc:
@@ -92,6 +92,27 @@ print("once")
     r = _run_python(code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["swallowed", "check raised SIGTERM", "once"]
+
+
+def test_a_swallowed_stop_is_not_lost_the_next_signal_raises_again():
+    code = """
+import os, signal, time
+from vsr.signals import Interrupted, install
+install()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.2)
+except BaseException:
+    print("swallowed")  # PyAV's stdin read callback, OpenCV's mouse callback
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+except Interrupted as exc:
+    print("raised again", exc.name)
+"""
+    r = _run_python(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["swallowed", "raised again SIGTERM"]
 
 
 def test_atomic_output_follows_the_umask(tmp_path):
@@ -207,14 +228,14 @@ def test_sigterm_during_image_folder_keeps_finished_images_only(tmp_path, weight
         write_image(big / f"im{i:02d}.png", smooth_image(160, 120, seed=i))
     out = tmp_path / "out"
     proc = spawn([sys.executable, "-m", "vsr", "upscale", big, out, "--scale", "3", "--weights", weights, "-q"])
-    _wait_for(lambda: out.is_dir() and any(p.suffix == ".png" for p in out.iterdir()), proc)
+    _wait_for(lambda: out.is_dir() and any(p.suffix == ".png" and not p.name.startswith(".") for p in out.iterdir()), proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err
     assert _partials(out) == []
     from vsr.imageio import read_image
 
-    done = sorted(out.iterdir())
+    done = sorted(p for p in out.iterdir() if not p.name.startswith("."))
     assert 0 < len(done) < 40
     for p in done:
         assert read_image(p).shape == (480, 360, 3)

@@ -29,7 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from .errors import InputError, UsageError, VsrError
-from .signals import Interrupted, exit_code, install
+from .signals import Interrupted, acknowledge, exit_code, install, restore
 
 
 class _PlainHelp:
@@ -812,12 +812,20 @@ def main() -> None:
     install()
     _setup_logging()
     try:
+        _main()
+    finally:
+        restore()
+
+
+def _main() -> None:
+    try:
         code = app(standalone_mode=False)  # returns an exit code instead of raising typer.Exit (130 on Ctrl-C)
         if isinstance(code, int) and code:
             if code == 130:
                 err_console.print("vsr: interrupted", markup=False)
             sys.exit(code)
     except Interrupted as exc:
+        acknowledge()
         what = "" if exc.name == "SIGINT" else f" by {exc.name}"
         err_console.print(f"vsr: interrupted{what}; no partial file was left", markup=False, highlight=False)
         sys.exit(exit_code(exc.signum))

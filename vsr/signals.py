@@ -13,8 +13,10 @@ Contract:
   its terminal, and a shell without job control starts background jobs (`vsr ... &` in a script) with
   SIGINT ignored so that Ctrl-C at the terminal does not reach them. Undoing either would break what the
   user asked of the shell. SIGTERM is handled unless it too was ignored.
-- Only the first signal raises; later ones are ignored, so that they cannot cut short the clean-up the
-  first one started (it is bounded: the video pipeline gives its threads 10 s). SIGKILL stays the way out.
+- Every stop signal raises until the CLI has caught one (`acknowledge()`); after that they are ignored,
+  so the clean-up finishes. A signal whose exception C code swallowed (PyAV's stdin read callback,
+  OpenCV's mouse callback) is therefore not lost: the next one raises again. A second signal during the
+  clean-up may leave a partial file, which the next run sweeps (`vsr.atomic`).
 - `with deferred():` holds a signal back until the block ends (then raises it), for writes that belong
   together (training's checkpoint, weights and log of one epoch). Main thread only, like the handler.
 - `check()` raises a stop that arrived but was swallowed: Python runs signal handlers wherever the main
@@ -50,20 +52,32 @@ def exit_code(signum: int) -> int:
     return 128 + int(signum)
 
 
-_raised = threading.Event()
+_acknowledged = threading.Event()
+_previous: dict[int, object] = {}
 _defer = {"depth": 0, "pending": None}
 _unchecked: list[int] = []  # the stop signal, until `check()` has raised it
 
 
 def _handler(signum: int, frame) -> None:
-    if _raised.is_set():
-        return  # already stopping: let the clean-up finish
-    _raised.set()
-    _unchecked.append(signum)
+    if _acknowledged.is_set():
+        return  # the CLI is stopping: let it finish
+    _unchecked[:] = [signum]
     if _defer["depth"]:
         _defer["pending"] = signum
         return
     raise Interrupted(signum)
+
+
+def acknowledge() -> None:
+    """The stop has reached the CLI: later signals are ignored."""
+    _acknowledged.set()
+
+
+def restore() -> None:
+    """Put back the handlers `install()` replaced (for callers of the CLI in-process, e.g. tests)."""
+    for signum, handler in _previous.items():
+        signal.signal(signum, handler)
+    _previous.clear()
 
 
 def check() -> None:
@@ -94,8 +108,9 @@ def install() -> list[int]:
     for signum in STOP_SIGNALS:
         if signal.getsignal(signum) is signal.SIG_IGN:
             continue
+        _previous.setdefault(signum, signal.getsignal(signum))
         signal.signal(signum, _handler)
         handled.append(signum)
-    _raised.clear()
+    _acknowledged.clear()
     _unchecked.clear()
     return handled
