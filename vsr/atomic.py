@@ -9,13 +9,13 @@ Contract:
   `temp_path`, `publish` and `remove` are the three steps, for callers whose flow does not fit one block
   (the video pipeline, webcam recording).
 - Temporary names are `.<stem>.vsr-<host>-<pid>-<random>.part<suffix>`: hidden, marked as partial, and
-  naming the writer (a 4-hex tag of the host name and the process id). Only SIGKILL or a power loss can
-  leave one behind. `temp_path` first sweeps the target's folder (once per folder and process): a partial
-  file that this host's process wrote and that process is gone is deleted, with a warning; a partial file
-  of the same target whose writer may still run (another host's, a live process's, an older vsr's
-  naming) is left alone and named in a warning (two runs writing one output); other targets' live
-  partial files are none of this run's business (parallel jobs into one folder). Warnings go to the
-  `vsr` logger (the CLI prints them as `vsr: warning: ...`).
+  naming the writer (a 4-hex tag of the host name and the process id). Only SIGKILL, a power loss or a
+  second stop signal during the clean-up can leave one behind. `temp_path` first sweeps the target's
+  folder (once per folder and process): a partial file that this host's process wrote and that process
+  is gone is deleted, with a warning; a partial file of the same target whose writer may still run
+  (another host's, a live process's, an older vsr's naming) is left alone and named in a warning (two
+  runs writing one output); other targets' live partial files are none of this run's business (parallel
+  jobs into one folder). Warnings go to the `vsr` logger (the CLI prints them as `vsr: warning: ...`).
 """
 
 from __future__ import annotations
