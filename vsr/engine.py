@@ -240,8 +240,10 @@ def make_upscaler(
             return Upscaler(model, dev, precision, tile)
         from . import trt
 
-        order = ("tensorrt", "compile", "eager") if trt.available() else ("compile", "eager")
-        if not trt.available():
+        if trt.available():
+            order = ("tensorrt", "compile", "eager")
+        else:
+            order = ("compile", "eager")
             notice("torch-tensorrt is not installed; using the torch.compile backend")
         return FallbackUpscaler(order, model, dev, precision, tile, notice)
     return _build(backend, model, dev, precision, tile, notice)

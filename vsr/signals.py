@@ -54,17 +54,15 @@ def exit_code(signum: int) -> int:
 
 _acknowledged = threading.Event()
 _previous: dict[int, object] = {}
-_defer = {"depth": 0, "pending": None}
-_unchecked: list[int] = []  # the stop signal, until `check()` has raised it
+_state = {"depth": 0, "pending": None}  # deferred() nesting; the stop signal not yet raised by check()/deferred()
 
 
 def _handler(signum: int, frame) -> None:
     if _acknowledged.is_set():
         return  # the CLI is stopping: let it finish
-    _unchecked[:] = [signum]
-    if _defer["depth"]:
-        _defer["pending"] = signum
-        return
+    _state["pending"] = signum
+    if _state["depth"]:
+        return  # deferred(): raised when the block ends
     raise Interrupted(signum)
 
 
@@ -82,23 +80,21 @@ def restore() -> None:
 
 def check() -> None:
     """Raise `Interrupted` for a stop signal that arrived and has not ended the run (see the contract)."""
-    if _unchecked and not _defer["depth"]:
-        raise Interrupted(_unchecked.pop())
+    pending = _state["pending"]
+    if pending is not None and not _state["depth"]:
+        _state["pending"] = None
+        raise Interrupted(pending)
 
 
 @contextmanager
 def deferred() -> Iterator[None]:
     """Hold a stop signal that arrives inside the block; raise it as `Interrupted` when the block ends."""
-    _defer["depth"] += 1
+    _state["depth"] += 1
     try:
         yield
     finally:
-        _defer["depth"] -= 1
-    pending = _defer["pending"]
-    if pending is not None and not _defer["depth"]:
-        _defer["pending"] = None
-        _unchecked.clear()
-        raise Interrupted(pending)
+        _state["depth"] -= 1
+    check()
 
 
 def install() -> list[int]:
@@ -112,5 +108,5 @@ def install() -> list[int]:
         signal.signal(signum, _handler)
         handled.append(signum)
     _acknowledged.clear()
-    _unchecked.clear()
+    _state["pending"] = None
     return handled
