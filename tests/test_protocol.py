@@ -42,10 +42,43 @@ def test_batched_equals_single_and_dtype_kept():
     assert torch.allclose(y[1, 0], imresize(x[1, 0], 2), atol=1e-6)
 
 
+def _reference_resize(x: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB bicubic of a 2-D array in float64 straight from the tap table (rows, then columns)."""
+    from vsr.resize import _taps_np
+
+    for axis in (0, 1):
+        n = x.shape[axis]
+        w, idx = _taps_np(n, n * scale, float(scale), True)
+        x = np.moveaxis((np.moveaxis(x, axis, -1)[..., idx] * w).sum(-1), -1, axis)
+    return x
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_integer_upscale_runs_no_convolution_and_matches_the_taps(monkeypatch, scale):
+    # A cuDNN convolution would run in TF32 on Ampere+ GPUs (torch's default), which changes 8- and 10-bit
+    # samples; the polyphase path must not call one (vsr.resize._upscale_int_last), on any device.
+    def refuse(*args, **kwargs):
+        raise AssertionError("imresize called a convolution")
+
+    for name in ("conv1d", "conv2d"):
+        monkeypatch.setattr(torch.nn.functional, name, refuse)
+        monkeypatch.setattr(torch, name, refuse)
+    rng = np.random.default_rng(scale)
+    for peak in (255, 1023):
+        plane = rng.integers(0, peak + 1, (23, 31)).astype(np.float64)
+        got = imresize(torch.from_numpy(plane).float()[None] / peak, scale)[0].double().numpy()
+        want = _reference_resize(plane / peak, scale)
+        assert np.abs(got - want).max() < 2e-6
+        assert np.array_equal(np.clip(np.round(got * peak), 0, peak), np.clip(np.round(want * peak), 0, peak))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_cpu():
-    x = torch.rand(1, 1, 40, 50)
-    assert torch.allclose(imresize(x.cuda(), 3).cpu(), imresize(x, 3), atol=1e-5)
+    for peak in (255, 1023):
+        x = torch.randint(0, peak + 1, (1, 1, 40, 50)).float() / peak
+        gpu, cpu = imresize(x.cuda(), 3).cpu(), imresize(x, 3)
+        assert torch.allclose(gpu, cpu, atol=1e-6)  # TF32 would be off by ~1e-3
+        assert torch.equal((gpu * peak).round(), (cpu * peak).round())
 
 
 def test_modcrop():
