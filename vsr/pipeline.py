@@ -328,8 +328,11 @@ class _Run:
         finally:
             self.reader.close()
 
+    def _uses_gpu(self) -> bool:
+        return getattr(self.device, "type", self.device) == "cuda" and self.upscaler is not None
+
     def _upscale(self) -> None:
-        if getattr(self.device, "type", self.device) == "cuda" and self.upscaler is not None:
+        if self._uses_gpu():
             self._upscale_gpu()
             return
         while (item := self._get(self.decoded, "sr", "decoded")) is not _END:
@@ -345,14 +348,22 @@ class _Run:
         if not self.stop.is_set():
             self._put(self.upscaled, _END, "sr")
 
-    def _upscale_gpu(self) -> None:
-        """The SR stage on CUDA: frame i+1 is uploaded while frame i computes (`vsr.gpu.GpuFrames`); items
-        leave in the order they came, passthrough packets included."""
-        from collections import deque
-
+    def _gpu_frames(self, first: Picture):
+        """The `vsr.gpu.GpuFrames` for frames shaped like `first`, with this thread on the upscaler's device
+        (the current CUDA device is per thread: without this, cuda:N would allocate streams and buffers on
+        cuda:0). Tests replace this method to run the loop below on a simulated GPU."""
         from .gpu import GpuFrames
 
-        gpu: GpuFrames | None = None
+        torch.cuda.set_device(self.device)
+        in_shapes = tuple(p.shape for p in first.planes)
+        return GpuFrames(self.upscaler, self.scale, self.peak, in_shapes, self.shapes, first.planes[0].dtype)
+
+    def _upscale_gpu(self) -> None:
+        """The SR stage on CUDA: up to `len(gpu.slots)` frames in flight (`vsr.gpu.GpuFrames`), the oldest
+        result taken when all slots are busy; items leave in the order they came, passthrough packets included."""
+        from collections import deque
+
+        gpu = None
         pending: deque = deque()  # (ticket or None, item), oldest first
 
         def emit_oldest() -> bool:
@@ -365,27 +376,30 @@ class _Run:
                 self.frames_stage["sr"] += 1
             return self._put(self.upscaled, item, "sr")
 
-        while (item := self._get(self.decoded, "sr", "decoded")) is not _END:
-            ticket = None
-            if isinstance(item, Picture):
-                if gpu is None:
-                    in_shapes = tuple(p.shape for p in item.planes)
-                    gpu = GpuFrames(self.upscaler, self.scale, self.peak, in_shapes, self.shapes, item.planes[0].dtype)
-                while sum(t is not None for t, _ in pending) >= len(gpu.slots):
+        try:
+            while (item := self._get(self.decoded, "sr", "decoded")) is not _END:
+                ticket = None
+                if isinstance(item, Picture):
+                    if gpu is None:
+                        gpu = self._gpu_frames(item)
+                    while sum(t is not None for t, _ in pending) >= len(gpu.slots):
+                        if not emit_oldest():
+                            return
+                    t0 = time.perf_counter()
+                    ticket = gpu.submit(item.planes)
+                    self.busy_s["sr"] += time.perf_counter() - t0
+                pending.append((ticket, item))
+                while pending and pending[0][0] is None:  # packets ahead of any frame in flight go on at once
                     if not emit_oldest():
                         return
-                t0 = time.perf_counter()
-                ticket = gpu.submit(item.planes)
-                self.busy_s["sr"] += time.perf_counter() - t0
-            pending.append((ticket, item))
-            while pending and pending[0][0] is None:  # packets ahead of any frame in flight go on at once
+            while pending:
                 if not emit_oldest():
                     return
-        while pending:
-            if not emit_oldest():
-                return
-        if not self.stop.is_set():
-            self._put(self.upscaled, _END, "sr")
+            if not self.stop.is_set():
+                self._put(self.upscaled, _END, "sr")
+        finally:
+            if gpu is not None:
+                gpu.drain()  # after an error, copies may still be in flight into buffers about to be freed
 
     def _encode(self) -> None:
         done = False

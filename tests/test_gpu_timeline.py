@@ -1,0 +1,211 @@
+"""`vsr.gpu.GpuFrames` on a simulated GPU (tests/fake_cuda.py): copies overlap compute, nothing is reused early.
+
+What it submits (copies, kernels, event records and waits, per stream) is scheduled on three engines (H2D
+copy, compute, D2H copy) with given durations; the steady-state time per frame must be max(upload, compute,
+download), not their sum. The data moves for real on the CPU, so the planes must also equal the CPU path's.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pytest
+import torch
+
+from vsr.engine import Upscaler
+from vsr.gpu import GpuFrames
+from vsr.model import SRCNN, SRCNNConfig
+from vsr.pipeline import upscale_planes
+
+from .fake_cuda import FakeCuda
+
+SCALE, H, W = 2, 12, 16
+IN_SHAPES = ((H, W), (H // 2, W // 2), (H // 2, W // 2))
+OUT_SHAPES = ((H * SCALE, W * SCALE), (H, W), (H, W))
+FRAMES = 30
+
+
+class _OnComputeStream:
+    """The upscaler, checking that it is called with the compute stream current (its kernels go there)."""
+
+    def __init__(self, inner: Upscaler, fake: FakeCuda):
+        self.inner, self.fake, self.device = inner, fake, inner.device
+        self.stream = None
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        assert self.fake.current is not None and self.fake.current is self.stream, "model run off the compute stream"
+        return self.inner(y)
+
+
+def _frames(dtype, peak):
+    rng = np.random.default_rng(7)
+    return [tuple(rng.integers(0, peak + 1, s).astype(dtype) for s in IN_SHAPES) for _ in range(FRAMES)]
+
+
+def _run(durations: dict[str, float], dtype=np.uint8, peak=255):
+    """Drive GpuFrames as the pipeline does (a FIFO of tickets; the oldest result is taken when every slot is
+    in flight). Returns (fake, per-frame completion times, outputs, inputs, upscaler)."""
+    itemsize = np.dtype(dtype).itemsize
+    frame_bytes = {
+        "h2d": sum(h * w for h, w in IN_SHAPES) * itemsize,
+        "d2h": sum(h * w for h, w in OUT_SHAPES) * itemsize,
+    }
+    fake = FakeCuda(durations=durations, frame_bytes=frame_bytes, host_s=0.001)
+    torch.manual_seed(0)
+    model = SRCNN(SRCNNConfig.from_arch("9-1-5"))
+    upscaler = _OnComputeStream(Upscaler(model, "cpu"), fake)
+    gpu = GpuFrames(upscaler, SCALE, peak, IN_SHAPES, OUT_SHAPES, np.dtype(dtype), runtime=fake)  # the default slot count
+    upscaler.stream = gpu.compute_stream
+    frames = _frames(dtype, peak)
+    pending: deque = deque()
+    outputs, done_at = [], []
+
+    def take_oldest():
+        slot = pending.popleft()
+        outputs.append(gpu.result(slot))
+        done_at.append(fake.now)
+
+    for planes in frames:
+        if len(pending) == len(gpu.slots):
+            take_oldest()
+        pending.append(gpu.submit(planes))
+    while pending:
+        take_oldest()
+    return fake, done_at, outputs, frames, upscaler
+
+
+@pytest.mark.parametrize(
+    "durations",
+    [
+        {"h2d": 1.0, "kernel": 1.0, "d2h": 1.0},  # balanced: the sum would be 3x the goal
+        {"h2d": 1.0, "kernel": 3.0, "d2h": 1.0},  # compute-bound
+        {"h2d": 2.0, "kernel": 1.0, "d2h": 0.5},  # upload-bound
+        {"h2d": 0.5, "kernel": 1.0, "d2h": 2.0},  # download-bound
+    ],
+    ids=["balanced", "compute", "upload", "download"],
+)
+def test_steady_state_time_per_frame_is_the_slowest_engine_not_the_sum(durations):
+    fake, done_at, _, _, _ = _run(durations)
+    assert not fake.errors, fake.errors
+    per_frame = (done_at[-1] - done_at[-11]) / 10
+    goal = max(durations.values())
+    assert per_frame <= goal * 1.03 + 0.02, f"{per_frame:.3f} s per frame; the slowest engine takes {goal} s"
+    assert per_frame >= goal * 0.999  # the simulation is not cheating either
+
+
+def test_each_engine_is_busy_with_one_frame_while_the_others_work_on_neighbours():
+    fake, _, _, _, _ = _run({"h2d": 1.0, "kernel": 1.0, "d2h": 1.0})
+    uploads = [op for op in fake.ops if op.kind == "h2d"]
+    kernels = [op for op in fake.ops if op.kind == "kernel"]
+    downloads = [op for op in fake.ops if op.kind == "d2h"]
+    assert len({op.stream for op in uploads}) == 1 and len({op.stream for op in downloads}) == 1
+    assert {op.stream for op in uploads} != {op.stream for op in downloads}, "one stream carries both directions"
+    assert {op.stream for op in kernels}.isdisjoint({op.stream for op in uploads + downloads})
+    # In the steady state some upload runs while a kernel runs, and some download while a kernel runs.
+    overlap = lambda a, b: a.start < b.end and b.start < a.end  # noqa: E731
+    assert any(overlap(u, k) for u in uploads[-12:] for k in kernels[-4:])
+    assert any(overlap(d, k) for d in downloads[-12:] for k in kernels[-4:])
+
+
+@pytest.mark.parametrize("dtype, peak", [(np.uint8, 255), (np.uint16, 1023)])
+def test_planes_equal_the_cpu_path_and_waits_sleep(dtype, peak):
+    fake, _, outputs, frames, upscaler = _run({"h2d": 1.0, "kernel": 1.0, "d2h": 1.0}, dtype, peak)
+    assert not fake.errors, fake.errors  # includes: every host wait was on a blocking event
+    assert len(outputs) == FRAMES
+    for got, planes in zip(outputs, frames, strict=True):
+        want = upscale_planes(planes, SCALE, upscaler.inner, peak, OUT_SHAPES)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and np.array_equal(g, w)
+
+
+def test_more_tickets_than_slots_is_refused():
+    fake = FakeCuda(durations={"h2d": 1.0, "kernel": 1.0, "d2h": 1.0}, frame_bytes={"h2d": 1, "d2h": 1})
+    model = SRCNN(SRCNNConfig.from_arch("9-1-5"))
+    gpu = GpuFrames(Upscaler(model, "cpu"), SCALE, 255, IN_SHAPES, OUT_SHAPES, slots=2, runtime=fake)
+    planes = _frames(np.uint8, 255)[0]
+    gpu.submit(planes)
+    gpu.submit(planes)
+    with pytest.raises(RuntimeError, match="every slot is in flight"):
+        gpu.submit(planes)
+
+
+def test_the_fake_catches_a_slot_reused_too_early():
+    # The fake's own hazard check can fail: read a host buffer before its download has finished.
+    fake = FakeCuda(durations={"h2d": 1.0, "kernel": 1.0, "d2h": 1.0}, frame_bytes={"h2d": 4, "d2h": 4})
+    host, dev, s = fake.host_buffer((2,), torch.int16), fake.device_buffer((2,), torch.int16), fake.stream()
+    fake.copy(host, dev, s)
+    fake.read(host)
+    assert any("before its download ended" in e for e in fake.errors)
+    fake.copy(host, dev, s)
+    fake.copy(host, dev, s)
+    assert any("before the host read it" in e for e in fake.errors)
+    fake.copy(dev, host, s)
+    fake.write(host, np.zeros(2, np.int16))
+    assert any("while a copy from it runs" in e for e in fake.errors)
+
+
+# ---------------------------------------------------------------- the pipeline's GPU loop on the simulated GPU
+
+
+def _simulated_gpu(monkeypatch, made: list):
+    """Route `vsr.pipeline`'s CUDA branch to GpuFrames on a FakeCuda (zero durations: only order matters)."""
+    from vsr import pipeline
+
+    def gpu_frames(run, first):
+        in_shapes = tuple(p.shape for p in first.planes)
+        fake = FakeCuda(durations={"h2d": 0.0, "kernel": 0.0, "d2h": 0.0}, frame_bytes={"h2d": 1, "d2h": 1})
+        gpu = GpuFrames(run.upscaler, run.scale, run.peak, in_shapes, run.shapes, first.planes[0].dtype, runtime=fake)
+        made.append((fake, gpu))
+        return gpu
+
+    monkeypatch.setattr(pipeline._Run, "_uses_gpu", lambda run: True)
+    monkeypatch.setattr(pipeline._Run, "_gpu_frames", gpu_frames)
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p10le"])
+def test_pipeline_gpu_loop_gives_the_cpu_output(tmp_path, monkeypatch, pix_fmt):
+    from vsr.pipeline import upscale_video
+
+    from .test_video import VFR_MS, frames_of, make_clip, packets_of, tiny_upscaler
+
+    src = make_clip(tmp_path / "in.mkv", codec="ffv1", pix_fmt=pix_fmt)
+    cpu = tmp_path / "cpu.mkv"
+    upscale_video(src, cpu, 2, tiny_upscaler(), codec="ffv1")
+    made: list = []
+    _simulated_gpu(monkeypatch, made)
+    gpu = tmp_path / "gpu.mkv"
+    summary = upscale_video(src, gpu, 2, tiny_upscaler(), codec="ffv1")
+    assert len(made) == 1 and not made[0][0].errors, made[0][0].errors
+    assert summary.frames == len(VFR_MS)
+    a, b = frames_of(cpu), frames_of(gpu)
+    assert [f.pts for f in a] == [f.pts for f in b]
+    for fa, fb in zip(a, b, strict=True):
+        for pa, pb in zip(fa.planes, fb.planes, strict=True):
+            assert bytes(pa) == bytes(pb)
+    assert packets_of(gpu, "audio") == packets_of(src, "audio")
+
+
+def test_pipeline_gpu_loop_failure_drains_and_leaves_nothing(tmp_path, monkeypatch):
+    from vsr.pipeline import upscale_video
+
+    from .test_video import make_clip, names, tiny_upscaler
+
+    src = make_clip(tmp_path / "in.mkv", audio=None)
+    inner, calls = tiny_upscaler(), []
+
+    def failing(y):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return inner(y)
+
+    failing.device = inner.device
+    made: list = []
+    _simulated_gpu(monkeypatch, made)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        upscale_video(src, tmp_path / "out.mkv", 2, failing)
+    fake, gpu = made[0]
+    assert not any(slot.busy for slot in gpu.slots)  # drained: nothing left in flight when the buffers go
+    assert not fake.errors, fake.errors
+    assert names(tmp_path) == {"in.mkv"}
