@@ -31,7 +31,7 @@ from vsr.errors import BackendError, InputError, UsageError
 from vsr.model import SRCNN, SRCNNConfig, load_weights, save_weights
 from vsr.pipeline import upscale_planes
 from vsr.synth import make_clip
-from vsr.video import plane_shapes, read_planes
+from vsr.video import EncoderOptions, plane_shapes, read_planes
 from vsr.webcam import (
     CameraSource,
     ViewState,
@@ -130,6 +130,47 @@ def test_upscale_pair_shares_bicubic_and_matches_pipeline(media):
     for a, b in zip(bicubic, upscale_planes(planes, 3, None, 255, shapes), strict=True):
         assert np.array_equal(a, b)
     assert not np.array_equal(bicubic[0], sr[0]) and np.array_equal(bicubic[1], sr[1])
+
+
+class _CudaLabelled:
+    """A CPU upscaler that says its device is CUDA, so the session takes its GPU branch (on a simulated GPU)."""
+
+    def __init__(self, inner: Upscaler):
+        self.inner, self.device = inner, torch.device("cuda", 0)
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return self.inner(y)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_cuda_branch_uses_pinned_slots_and_gives_the_cpu_pair(tmp_path, media, monkeypatch):
+    import vsr.gpu
+
+    from .fake_cuda import FakeCuda
+
+    fakes: list[FakeCuda] = []
+
+    def runtime(device):
+        fakes.append(FakeCuda(durations={"h2d": 0.0, "kernel": 0.0, "d2h": 0.0}, frame_bytes={"h2d": 1, "d2h": 1}))
+        return fakes[-1]
+
+    monkeypatch.setattr(vsr.gpu, "CudaRuntime", runtime)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    outs = {}
+    for name, upscaler in (("cpu", Upscaler(tiny_model())), ("gpu", _CudaLabelled(Upscaler(tiny_model())))):
+        outs[name] = tmp_path / f"{name}.mkv"
+        ffv1 = EncoderOptions(codec="ffv1")
+        opts = WebcamOptions(source=str(media["small"]), window=False, record=str(outs[name]), encoder=ffv1)
+        assert run_webcam(opts, upscaler).frames == SMALL_FRAMES
+    assert len(fakes) == 1 and not fakes[0].errors, fakes and fakes[0].errors
+    copies = [op for op in fakes[0].ops if op.kind in ("h2d", "d2h")]
+    assert len(copies) == SMALL_FRAMES * 7  # 3 planes up, SR Y + bicubic Y + 2 chroma down: pinned slots only
+    a, b = decoded_planes(outs["cpu"]), decoded_planes(outs["gpu"])  # side by side: bicubic | SRCNN
+    assert len(a) == len(b) == SMALL_FRAMES
+    for pa, pb in zip(a, b, strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(pa, pb, strict=True))
 
 
 # ---------------------------------------------------------------- live sources: newest frame only

@@ -346,7 +346,8 @@ class _Session:
         self.scale = opts.scale
         self.out_w, self.out_h = output_length(self.info.width, self.scale), output_length(self.info.height, self.scale)
         self.shapes = plane_shapes(self.info.pix_fmt, self.out_w, self.out_h)
-        self.device = getattr(upscaler, "device", "cpu")
+        self.device = torch.device(getattr(upscaler, "device", "cpu"))
+        self._gpu = None  # vsr.gpu.GpuFrames, made by the SR thread on its first CUDA frame
         config = getattr(upscaler, "config", None)
         self.sr_label = f"SRCNN {config.arch}" if config is not None else "SRCNN"
         self.stop = threading.Event()
@@ -413,11 +414,27 @@ class _Session:
             if not self.live:
                 frame = dataclasses.replace(frame, captured_s=t0)
             info = self.info
-            bic_planes, sr_planes = upscale_pair(frame.planes, self.scale, self.upscaler, info.peak, self.shapes, self.device)
+            if self.device.type == "cuda":  # see _upscale_pair_gpu
+                bic_planes, sr_planes = self._upscale_pair_gpu(frame.planes)
+            else:
+                bic_planes, sr_planes = upscale_pair(frame.planes, self.scale, self.upscaler, info.peak, self.shapes, self.device)
             bicubic, sr = planes_to_bgr(bic_planes, info), planes_to_bgr(sr_planes, info)
             result = _Result(frame, bicubic, sr, sr_planes, time.perf_counter() - t0)
             if not self.results.put(result):
                 return
+
+    def _upscale_pair_gpu(self, planes: tuple[np.ndarray, ...]) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+        """`upscale_pair` on CUDA through `vsr.gpu.GpuFrames` (pinned slots, one wait per frame instead of three
+        blocking `.cpu()` copies from pageable memory); one frame in flight, as latency comes first here."""
+        if self._gpu is None:
+            from .gpu import GpuFrames
+
+            torch.cuda.set_device(self.device)  # per thread, as in vsr.pipeline
+            in_shapes = tuple(p.shape for p in planes)
+            dtype = planes[0].dtype
+            self._gpu = GpuFrames(self.upscaler, self.scale, self.info.peak, in_shapes, self.shapes, dtype, with_bicubic=True)
+        y_sr, u, v, y_bicubic = self._gpu.result(self._gpu.submit(planes))
+        return (y_bicubic, u, v), (y_sr, u, v)
 
     def raise_error(self) -> None:
         if self.errors:
