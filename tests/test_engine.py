@@ -13,7 +13,7 @@ from vsr.pipeline import upscale_planes
 
 from .test_model import make_model
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CUDA = pytest.mark.gpu
 
 
 def test_auto_on_cpu_is_eager_fp32():
@@ -78,6 +78,34 @@ def test_compile_backend_matches_eager_on_cpu(tmp_path, monkeypatch):
     torch.testing.assert_close(compiled(x), ref, atol=1e-5, rtol=0)  # second call: same shape, no recompile needed
 
 
+def test_compile_keeps_compiling_past_dynamos_default_recompile_limit(monkeypatch):
+    """Dynamo's cache is per code object (every CompiledUpscaler compiles `_Valid.forward`) and holds 8 entries by
+    default; past that it runs eagerly without a word. 12 window shapes must all be compiled."""
+    import torch._dynamo
+    import torch._dynamo.config as dynamo_config
+
+    import vsr.engine
+
+    compiled_shapes = []
+
+    def counting_backend(gm, example_inputs):
+        compiled_shapes.append(tuple(example_inputs[-1].shape))
+        return gm.forward
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=counting_backend, dynamic=False))
+    for name in ("recompile_limit", "accumulated_recompile_limit"):
+        monkeypatch.setattr(dynamo_config, name, {"recompile_limit": 8}.get(name, 256))  # torch's defaults
+    torch._dynamo.reset()
+    try:
+        up = vsr.engine.CompiledUpscaler(make_model("9-1-5"), "cpu")
+        for k in range(12):
+            up(torch.rand(1, 1, 20 + k, 24))
+        assert len(compiled_shapes) == 12, compiled_shapes
+    finally:
+        torch._dynamo.reset()
+
+
 # ---------------------------------------------------------------- GPU (skipped without CUDA)
 
 
@@ -119,50 +147,6 @@ def test_gpu_frames_equal_one_frame_at_a_time(backend):
             assert np.abs(a.astype(int) - b.astype(int)).max() <= (1 if backend == "compile" else 0)
 
 
-class _FakeGpuFrames:
-    """GpuFrames' interface, computed on the CPU at submit time: exercises the pipeline's GPU-stage bookkeeping."""
-
-    def __init__(self, upscaler, scale, peak, in_shapes, out_shapes, dtype=None, slots=2):
-        self.args = (scale, upscaler, peak, out_shapes)
-        self.slots = [None] * slots
-        self.in_flight = 0
-
-    def submit(self, planes):
-        assert self.in_flight < len(self.slots)
-        self.in_flight += 1
-        scale, upscaler, peak, shapes = self.args
-        return upscale_planes(planes, scale, upscaler, peak, shapes)
-
-    def result(self, ticket):
-        self.in_flight -= 1
-        return ticket
-
-
-def test_pipeline_gpu_stage_keeps_order_and_every_frame(tmp_path, monkeypatch):
-    """The CUDA branch of the SR stage (two frames in flight, packets in order) gives the CPU branch's output."""
-    import vsr.gpu
-    from vsr.pipeline import upscale_video
-
-    from .test_video import VFR_MS, frames_of, make_clip, packets_of
-
-    src = make_clip(tmp_path / "in.mkv")
-    cpu_up = Upscaler(make_model("9-1-5"), "cpu")
-    upscale_video(src, tmp_path / "cpu.mkv", 2, cpu_up, codec="ffv1")
-
-    class PretendCuda:
-        device = torch.device("cuda")
-
-        def __call__(self, y):
-            return cpu_up(y)
-
-    monkeypatch.setattr(vsr.gpu, "GpuFrames", _FakeGpuFrames)
-    upscale_video(src, tmp_path / "gpu.mkv", 2, PretendCuda(), codec="ffv1")
-    a, b = frames_of(tmp_path / "cpu.mkv"), frames_of(tmp_path / "gpu.mkv")
-    assert len(a) == len(b) == len(VFR_MS)
-    assert all(np.array_equal(x.to_ndarray(), y.to_ndarray()) and x.pts == y.pts for x, y in zip(a, b, strict=True))
-    assert packets_of(tmp_path / "gpu.mkv", "audio") == packets_of(src, "audio")
-
-
 def test_auto_falls_back_through_the_chain_with_one_line_notices(tmp_path):
     """--backend auto's chain (tensorrt -> compile -> eager), forced on the CPU: torch-tensorrt missing (import) and
     Inductor without a C++ compiler (first call, caught by the warm-up) each hand over with one notice line."""
@@ -199,3 +183,61 @@ def test_fallback_raises_when_the_last_backend_fails():
     assert up.backend == "eager" and up.device == torch.device("cpu")
     with pytest.raises(BackendError, match="tile size"):
         FallbackUpscaler(("eager",), make_model("9-1-5"), torch.device("cpu"), "fp32", 4, lambda m: None)
+
+
+class _Failing(Upscaler):
+    """An Upscaler that fails at its first window the way a real backend does (see `_injected`)."""
+
+    def __init__(self, backend: str, error: Exception | None):
+        super().__init__(make_model("9-1-5"), "cpu")
+        self.backend, self.error = backend, error
+
+    def _run_valid(self, window):
+        if self.error is not None:
+            raise self.error
+        return super()._run_valid(window)
+
+
+def _injected(failures: dict[str, str]):
+    """A stand-in for vsr.engine._build: backend -> where it fails ("import", "build", "first call")."""
+
+    def build(backend, model, dev, precision, tile, notice):
+        where = failures.get(backend)
+        if where == "import":
+            raise BackendError(trt.INSTALL_HINT if backend == "tensorrt" else "torch.compile is not usable here (ImportError)")
+        if where == "build":  # TensorRT builds its engine at the first window: BackendError from inside the call
+            return _Failing(backend, BackendError("TensorRT could not build an engine (RuntimeError: out of memory)"))
+        if where == "first call":  # Inductor/Triton fail at the first call with their own exception types
+            return _Failing(backend, RuntimeError("InductorError: CppCompileError: C++ compile error"))
+        return _Failing(backend, None)
+
+    return build
+
+
+@pytest.mark.parametrize("trt_fails", ["import", "build", "first call"])
+@pytest.mark.parametrize("compile_fails", [None, "import", "build", "first call"])
+def test_auto_chain_hands_over_at_every_failure_point(monkeypatch, trt_fails, compile_fails):
+    import vsr.engine
+
+    failures = {"tensorrt": trt_fails, "compile": compile_fails}
+    monkeypatch.setattr(vsr.engine, "_build", _injected(failures))
+    notices: list[str] = []
+    chain = ("tensorrt", "compile", "eager")
+    up = FallbackUpscaler(chain, make_model("9-1-5"), torch.device("cpu"), "fp32", None, notices.append)
+    up.warm_up(20, 24)
+    want = "eager" if compile_fails else "compile"
+    assert up.backend == want
+    assert up(torch.rand(1, 1, 20, 24)).shape == (1, 1, 20, 24)
+    assert len(notices) == (2 if compile_fails else 1) and all("\n" not in n for n in notices)
+    assert notices[0].endswith("; trying the compile backend")
+    if compile_fails:
+        assert notices[1].endswith("; trying the eager backend")
+
+
+def test_a_named_backend_that_fails_is_an_error_not_a_fallback(monkeypatch):
+    import vsr.engine
+
+    monkeypatch.setattr(vsr.engine, "_build", _injected({"compile": "first call"}))
+    up = make_upscaler(make_model("9-1-5"), "compile", "cpu")
+    with pytest.raises(BackendError, match=r"^the compile backend failed on a 24x20 frame \(RuntimeError: InductorError"):
+        up.warm_up(20, 24)

@@ -44,15 +44,22 @@ Notice = Callable[[str], None]
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda', 'cuda:N' as given."""
+    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda', 'cuda:N' as given. A CUDA device comes back with
+    its index ('cuda' is the current device, normally cuda:0)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise BackendError(f"unknown device {name!r}; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError("CUDA was requested but no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendError("CUDA was requested but no CUDA GPU is available; use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is None:  # indexed from here on: streams, engines and worker threads name their GPU
+            device = torch.device("cuda", torch.cuda.current_device())
+        elif device.index >= count:
+            raise BackendError(f"there is no GPU {name}: this machine has {count} (cuda:0 to cuda:{count - 1})")
     return device
 
 
@@ -96,6 +103,10 @@ class Upscaler:
         self.model = model.to(self.device, self.dtype).eval()
         self.config = model.config
         self.tile = tile
+        if self.device.type == "cuda":
+            # Frame shapes are fixed for a whole video, so let cuDNN time its convolution algorithms once per
+            # shape and keep the fastest (off by default: then it picks by heuristics, often not the fastest).
+            torch.backends.cudnn.benchmark = True
 
     def _run_valid(self, window: torch.Tensor) -> torch.Tensor:
         """Valid convolutions on an already padded window (output smaller by 2*border), float32 out."""
@@ -141,6 +152,28 @@ class Upscaler:
         return out.clamp_(0.0, 1.0)
 
 
+RECOMPILE_LIMIT = 1024
+
+
+def _raise_recompile_limit() -> None:
+    """Let Dynamo keep compiled code for many window shapes. Its cache is per code object, and every
+    `CompiledUpscaler` compiles the same `_Valid.forward`: each new window shape (dynamic=False) and each new
+    model adds an entry, and past `recompile_limit` (default 8) Dynamo silently runs that frame eagerly from
+    then on (torch/_dynamo/config.py `recompile_limit`, checked in torch/_dynamo/convert_frame.py). `vsr bench`
+    over several resolutions and models passes 8 easily. The name was `cache_size_limit` before torch 2.6;
+    newer versions keep it as an alias."""
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
+            break
+    for name in ("accumulated_recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT * 4))
+            break
+
+
 class CompiledUpscaler(Upscaler):
     """`torch.compile` backend (see the module contract)."""
 
@@ -157,6 +190,7 @@ class CompiledUpscaler(Upscaler):
         self.channels_last = self.device.type == "cuda"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        _raise_recompile_limit()
         try:
             self._fn = torch.compile(_Valid(self.model), dynamic=False, mode="reduce-overhead" if self.cuda_graphs else None)
         except Exception as exc:  # noqa: BLE001 - e.g. no C++ compiler for Inductor on the CPU
