@@ -277,7 +277,7 @@ def train(cfg: TrainConfig, resume: bool = False, report: Callable[[dict], None]
             group["lr"] = lr * factor
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
         for step in range(steps):
             idx = perm[step * batch : (step + 1) * batch]
             x, y = inputs[idx], labels[idx]
@@ -290,9 +290,10 @@ def train(cfg: TrainConfig, resume: bool = False, report: Callable[[dict], None]
             loss.backward()
             opt.step()
             check_stop()  # a stop signal some callback swallowed (vsr.signals)
-            total += loss.item() * idx.numel()
+            total += loss.detach() * idx.numel()
             report({"event": "step", "epoch": epoch + 1, "step": step + 1, "steps": steps})
-        record = {"epoch": epoch + 1, "loss": total / n, "lr": base * factor, "epoch_s": round(time.perf_counter() - t0, 2)}
+        epoch_s = round(time.perf_counter() - t0, 2)
+        record = {"epoch": epoch + 1, "loss": total.item() / n, "lr": base * factor, "epoch_s": epoch_s}
         model.eval()
         if eval_images is not None:
             res = evaluate(eval_images, cfg.scale, Upscaler(model, device), eval_name)
