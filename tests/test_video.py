@@ -29,6 +29,7 @@ from vsr.errors import InputError, OutputError, UsageError
 from vsr.model import SRCNN, SRCNNConfig
 from vsr.pipeline import upscale_planes, upscale_video
 from vsr.resize import imresize
+from vsr.video import plane_shapes, read_planes, working_format
 
 from .conftest import SHARED_DATA, smooth_image
 
@@ -215,6 +216,24 @@ def test_ten_bit_stays_ten_bit(tmp_path):
     out = frames_of(dst)
     assert out[0].format.name == "yuv420p10le" and len(out) == 5
     assert 0 < int(out[0].to_ndarray().max()) <= 1023 and int(out[0].to_ndarray().max()) > 255
+
+
+@pytest.mark.parametrize(
+    "pix_fmt, work_fmt",
+    [("nv12", "yuv420p"), ("nv16", "yuv422p"), ("nv24", "yuv444p"), ("p010le", "yuv420p10le"), ("p210le", "yuv422p10le"),
+     ("p410le", "yuv444p10le"), ("yuv444p16le", "yuv444p10le")],
+)  # fmt: skip
+def test_semiplanar_and_16_bit_frames_keep_their_chroma_layout(pix_fmt, work_fmt):
+    """What NVDEC hands out (nv12, p010, yuv444p16, and nv16 / p210 / nv24 / p410 for 4:2:2 and 4:4:4 where the
+    GPU decodes them) must keep its chroma layout: converting by bit depth alone made all of them 4:2:0."""
+    rgb = np.ascontiguousarray(smooth_image(48, 64))
+    planar = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=work_fmt)
+    frame = planar.reformat(format=pix_fmt)  # as the decoder would hand it out
+    assert working_format(frame.format) == work_fmt
+    back = read_planes(frame.reformat(format=working_format(frame.format)))  # what VideoReader._convert does
+    assert [p.shape for p in back] == list(plane_shapes(work_fmt, 64, 48))
+    for got, want in zip(back, read_planes(planar), strict=True):
+        assert np.array_equal(got, want)  # nothing lost on the way: same samples as the planar frame
 
 
 @pytest.mark.parametrize("codec", ["libx265", "libsvtav1"])

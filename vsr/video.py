@@ -9,8 +9,10 @@ Contract:
 - A `Picture` holds planar YUV as numpy arrays `(Y, U, V)` of shape H x W and ceil(H/sy) x ceil(W/sx),
   `info.pix_fmt` one of yuv420p/yuv422p/yuv444p (uint8, 0..255) or their 10-bit `...10le` twins (uint16,
   0..1023). Values are the decoder's own: studio or full range as `info.full_range` says, never rescaled.
-  Other pixel formats are converted once (swscale) to yuv420p, or yuv420p10le when deeper than 8 bits
-  (yuvj* are the same planes, full range); RGB becomes studio-range BT.601 YCbCr and is tagged so.
+  Other pixel formats are converted once (swscale) to the planar format of the same chroma layout (4:2:0,
+  4:2:2, 4:4:4: nv12, nv16, p010, p210, p410, yuv444p16 as NVDEC hands them out keep theirs), 10-bit when
+  deeper than 8 bits (yuvj* are the same planes, full range); grey and other layouts become 4:2:0; RGB
+  becomes studio-range BT.601 yuv420p and is tagged so.
   Odd sizes are kept: the last chroma column/row covers a single luma column/row, as FFmpeg lays it out.
 - `Picture.pts` is the decoder's timestamp in `Picture.time_base` (the input stream's), never rebuilt
   from a frame counter; only input without any timestamps gets them from the frame rate, with a warning.
@@ -153,7 +155,14 @@ def working_format(fmt: av.VideoFormat) -> str:
     if name in NATIVE_FORMATS:
         return name
     deep = max((c.bits for c in fmt.components), default=8) > 8
-    return "yuv420p10le" if deep else "yuv420p"
+    layout = "420"
+    if not fmt.is_rgb and len(fmt.components) >= 3:  # keep the chroma layout of semi-planar / 16-bit YUV
+        sub_x, sub_y = 16 // max(1, fmt.chroma_width(16)), 16 // max(1, fmt.chroma_height(16))
+        if sub_x == 1:  # 4:4:4 (also 4:4:0, which 4:4:4 holds without loss)
+            layout = "444"
+        elif sub_y == 1:  # 4:2:2 (also 4:1:1)
+            layout = "422"
+    return f"yuv{layout}p10le" if deep else f"yuv{layout}p"
 
 
 def read_planes(frame: av.VideoFrame) -> tuple[np.ndarray, ...]:
