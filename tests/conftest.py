@@ -16,6 +16,16 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 SHARED_DATA = Path(os.environ.get("VSR_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA: skipped with a reason without it (`bash bench/gpu_check.sh` runs them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (bench/gpu_check.sh runs these on one)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """A small random 9-1-5 weights file (fast, non-trivial output)."""

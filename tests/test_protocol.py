@@ -72,7 +72,7 @@ def test_integer_upscale_runs_no_convolution_and_matches_the_taps(monkeypatch, s
         assert np.array_equal(np.clip(np.round(got * peak), 0, peak), np.clip(np.round(want * peak), 0, peak))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_cuda_matches_cpu():
     for peak in (255, 1023):
         x = torch.randint(0, peak + 1, (1, 1, 40, 50)).float() / peak
