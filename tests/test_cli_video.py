@@ -131,8 +131,28 @@ def test_hwaccel_falls_back_to_cpu_with_a_notice(tmp_path, weights):
     src = make_clip(tmp_path / "in.mkv")
     r = vsr("upscale", src, tmp_path / "out.mkv", "--scale", 2, "--weights", weights, "--hwaccel", "cuda")
     assert r.returncode == 0, r.stderr
-    assert "vsr: warning: hardware decoding (cuda) is not available here; decoding on the CPU" in r.stderr
+    assert "vsr: warning: hardware decoding (cuda) is not available here (" in r.stderr
     assert len(frames_of(tmp_path / "out.mkv")) == len(VFR_MS)
+
+
+def test_hwaccel_not_used_for_the_stream_is_said(tmp_path, weights):
+    """FFV1 has no NVDEC decoder: PyAV opens it for the CPU without a word (codec_context.is_hwaccel False);
+    vsr says so. The same branch reports a hardware decoder that handed over to software."""
+    src = make_clip(tmp_path / "in.mkv", codec="ffv1", audio=None)
+    r = vsr("upscale", src, tmp_path / "out.mkv", "--scale", 2, "--weights", weights, "--hwaccel", "cuda")
+    assert r.returncode == 0, r.stderr
+    want = "vsr: warning: hardware decoding (cuda) is not used: FFmpeg's ffv1 decoder has no cuda support; decoding on the CPU"
+    assert want in r.stderr
+    assert "not available here" not in r.stderr
+    assert len(frames_of(tmp_path / "out.mkv")) == len(VFR_MS)
+
+
+def test_hwaccel_unknown_device_type_is_refused(tmp_path, weights):
+    src = make_clip(tmp_path / "in.mkv", audio=None)
+    r = vsr("upscale", src, tmp_path / "out.mkv", "--scale", 2, "--weights", weights, "--hwaccel", "nvdec")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1
+    assert "--hwaccel nvdec: not a hardware device type this FFmpeg knows; use one of" in r.stderr and "cuda" in r.stderr
+    assert names(tmp_path) == {"in.mkv"}
 
 
 def test_video_is_one_pass_unless_ensemble_is_asked(tmp_path, weights):

@@ -118,7 +118,9 @@ def upscale_video(
         with lock:
             warnings.append(message)
 
-    reader = VideoReader(src, fmt_in, warn, hwaccel=hwaccel)
+    device = torch.device(getattr(upscaler, "device", None) or "cpu")
+    hw_index = device.index if device.type == "cuda" else None  # NVDEC on the GPU that runs the model
+    reader = VideoReader(src, fmt_in, warn, hwaccel=hwaccel, hwaccel_device=hw_index)
     try:
         _check_target(src, dst, overwrite)
         info = reader.info

@@ -205,11 +205,13 @@ class VideoReader:
         warn: Warn = lambda message: None,
         live: bool = False,
         hwaccel: str | None = None,
+        hwaccel_device: int | None = None,
     ):
         self.src = str(src)
         self._warn = warn
         self._live = live
-        self._container = _open_input(self.src, fmt, hwaccel, warn)
+        self._hwaccel = hwaccel
+        self._container, self._hw_attached = _open_input(self.src, fmt, hwaccel, warn, hwaccel_device)
         try:
             self._setup()
         except BaseException:
@@ -239,7 +241,31 @@ class VideoReader:
         else:
             raise InputError(f"{self.src}: no video frame could be decoded; the file is damaged or its codec is not supported")
         self.info = self._make_info(self._first_frame)
+        self.hwaccel_active = self._hwaccel_in_use()
         del self._first_frame
+
+    def _hwaccel_in_use(self) -> bool:
+        """After the first frame: whether the video really decodes on the device `hwaccel` named; warns once if not.
+
+        `CodecContext.is_hwaccel` is only True when PyAV found a hardware config for the codec and created the
+        device (av/video/codeccontext.py, `VideoCodecContext._init`: a codec without one, e.g. FFV1, is opened
+        for software decoding, silently). Even then the decoder may fall back to software (an unsupported
+        profile or size: `_get_hw_format` returns `sw_pix_fmt` with allow_software_fallback), so the pixel
+        format the decoder chose (`codec_context.pix_fmt`, e.g. "cuda" for NVDEC) is compared with the codec's
+        hardware formats as well."""
+        if not self._hwaccel:
+            return False
+        ctx = self.video.codec_context
+        hw_formats = {cfg.format.name for cfg in ctx.codec.hardware_configs if cfg.format is not None}
+        if not ctx.is_hwaccel:
+            why = f"FFmpeg's {ctx.name} decoder has no {self._hwaccel} support"
+        elif ctx.pix_fmt not in hw_formats:
+            why = "the hardware decoder refused this stream (profile, size or bit depth) and software took over"
+        else:
+            return True
+        if self._hw_attached:  # else _open_input has already said that the device is not there
+            self._warn(f"hardware decoding ({self._hwaccel}) is not used: {why}; decoding on the CPU")
+        return False
 
     def _make_info(self, frame: av.VideoFrame) -> VideoInfo:
         s, c = self.video, self._container
@@ -414,22 +440,38 @@ def _announced_duration_s(stream: av.video.stream.VideoStream) -> float | None:
 
 
 def _open_input(
-    src: str, fmt: str | None, hwaccel: str | None = None, warn: Warn = lambda message: None
-) -> av.container.InputContainer:
-    """Open `src` for reading; with `hwaccel` (e.g. "cuda": NVDEC) decode on that device where it can, else on
-    the CPU with a warning (frames are downloaded to system memory either way)."""
-    if hwaccel:
-        from av.codec.hwaccel import HWAccel
+    src: str, fmt: str | None, hwaccel: str | None = None, warn: Warn = lambda message: None, device: int | None = None
+) -> tuple[av.container.InputContainer, bool]:
+    """Open `src` for reading -> (container, whether a hardware device was attached).
 
-        try:
-            return _open_input_with(src, fmt, {"hwaccel": HWAccel(device_type=hwaccel, allow_software_fallback=True)})
-        except (InputError, av.FFmpegError, OSError, ValueError) as exc:  # no such device, no driver, no permission
-            if src == "-":
-                raise UsageError(f"--hwaccel {hwaccel} could not open stdin ({exc}); drop --hwaccel") from None
-            container = _open_input_with(src, fmt, {})  # a broken file fails here with its own message
-            warn(f"hardware decoding ({hwaccel}) is not available here; decoding on the CPU")
-            return container
-    return _open_input_with(src, fmt, {})
+    With `hwaccel` (e.g. "cuda": NVDEC) PyAV creates the device when it opens the video stream's decoder; if it
+    cannot (no GPU, no driver), the file is opened again for the CPU with a warning. `device` is the GPU's index
+    (CUDA: the decoder shares the device's primary context with torch, `primary_ctx`, instead of a context of
+    its own; hwcontext_cuda.c reads that option). Frames are downloaded to system memory either way.
+    Needs PyAV's hwaccel API (`av.codec.hwaccel.HWAccel`, `av.open(..., hwaccel=)`), which the package's
+    `av` requirement guarantees."""
+    if not hwaccel:
+        return _open_input_with(src, fmt, {}), False
+    from av.codec.hwaccel import HWAccel, hwdevices_available
+
+    kinds = hwdevices_available()
+    if hwaccel not in kinds:  # HWAccel takes an unknown name as "any device type" (av_hwdevice_find_type_by_name)
+        raise UsageError(f"--hwaccel {hwaccel}: not a hardware device type this FFmpeg knows; use one of {', '.join(kinds)}")
+    options = {"primary_ctx": "1"} if hwaccel == "cuda" else None
+    accel = HWAccel(
+        device_type=hwaccel,
+        device=None if device is None else str(device),
+        allow_software_fallback=True,
+        options=options,
+    )
+    try:
+        return _open_input_with(src, fmt, {"hwaccel": accel}), True
+    except (InputError, av.FFmpegError, OSError, ValueError) as exc:  # no such device, no driver, no permission
+        if src == "-":
+            raise UsageError(f"--hwaccel {hwaccel} could not open stdin ({exc}); drop --hwaccel") from None
+        container = _open_input_with(src, fmt, {})  # a broken file fails here with its own message
+        warn(f"hardware decoding ({hwaccel}) is not available here ({_err_text(exc)}); decoding on the CPU")
+        return container, False
 
 
 def _open_input_with(src: str, fmt: str | None, extra: dict) -> av.container.InputContainer:
