@@ -30,7 +30,7 @@ Contract:
   `peak_fraction` = gflop_s / the measured peak of the row's precision; `bandwidth_fraction` likewise for
   min_bytes_per_frame x fps against the measured copy bandwidth.
 - Peak (`measure_peak`): the best of timed square matmuls (n = 2048 on the CPU, 8192 on CUDA; fp32, and fp16
-  on CUDA; fp32 uses TF32 exactly when cuDNN convolutions do, so the peak is that of the convolutions' math)
+  on CUDA; fp32 without TF32, as vsr's fp32 convolutions run, so the peak is that of the convolutions' math)
   and of a large tensor copy (bytes read + written per second).
 - Quality (`plan.eval_data`, e.g. "Set5"): Y-PSNR of each benched (precision, model, scale) through
   `vsr.evaluate`, the protocol of `vsr eval`, with the eager backend (the others compute the same function, and
@@ -287,7 +287,7 @@ def measure_peak(device: torch.device, min_repeats: int = 5, min_time_s: float =
     n = 8192 if device.type == "cuda" else 2048
     peak: dict = {}
     for precision in precisions_for(device):
-        tf32 = device.type == "cuda" and precision == "fp32" and torch.backends.cudnn.allow_tf32
+        tf32 = False  # vsr's fp32 upscalers turn cuDNN's TF32 off (vsr.engine.Upscaler), so their peak is IEEE fp32
         saved = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
         try:

@@ -107,6 +107,11 @@ class Upscaler:
             # Frame shapes are fixed for a whole video, so let cuDNN time its convolution algorithms once per
             # shape and keep the fastest (off by default: then it picks by heuristics, often not the fastest).
             torch.backends.cudnn.benchmark = True
+            if precision == "fp32":
+                # fp32 means fp32: cuDNN runs fp32 convolutions in TF32 (10-bit mantissa) on Ampere and newer by
+                # default. The legacy flag exists in every torch vsr allows; from torch 2.9 it sets the new
+                # per-op setting to "none", which resolves to IEEE (aten/src/ATen/Context.cpp, setAllowTF32CuDNN).
+                torch.backends.cudnn.allow_tf32 = False
 
     def _run_valid(self, window: torch.Tensor) -> torch.Tensor:
         """Valid convolutions on an already padded window (output smaller by 2*border), float32 out."""
