@@ -198,3 +198,49 @@ def test_fp16_psnr_delta_takes_the_largest_pair():
     assert fp16_psnr_delta(quality) == 0.008
     assert quality[1]["fp16_psnr_delta_db"] == -0.005
     assert fp16_psnr_delta([q for q in quality if q["precision"] == "fp32"]) is None
+
+
+# ---------------------------------------------------------------- bench/gpu_check.sh (the GPU acceptance command)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the check would run for real")
+def test_gpu_check_without_cuda_is_one_line_and_77():
+    r = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHON": sys.executable})  # fmt: skip
+    assert r.returncode == 77, r.stderr
+    assert r.stdout == "" and r.stderr.count("\n") == 1 and r.stderr.startswith("gpu_check: no CUDA GPU visible to torch")
+
+
+def _gpu_report(fps: float, ratio: float, delta: float | None) -> dict:
+    model = {"stage": "model", "backend": "tensorrt", "precision": "fp16", "model": "9-5-5", "output": "1920x1080", "scale": 3}
+    pipe = {"stage": "pipeline", "backend": "tensorrt", "precision": "fp16", "model": "9-5-5", "output": "1920x1080", "scale": 3}
+    return {
+        "plan": {"backends": ["eager", "tensorrt"]},
+        "results": [{**model, "backend": "eager", "fps": 1e6}, {**model, "fps": fps}, {**pipe, "ratio_to_transcode": ratio}],
+        "fp16_psnr_delta_db": delta,
+    }
+
+
+@pytest.mark.parametrize(
+    "fps, ratio, delta, tests_rc, e2e_ok, want",
+    [
+        (1500.0, 0.95, 0.004, 0, True, [True] * 5),
+        (999.0, 0.95, 0.004, 0, True, [True, False, True, True, True]),  # the eager row's 1e6 fps does not count
+        (1500.0, 0.89, 0.004, 0, True, [False, True, True, True, True]),
+        (1500.0, 0.95, 0.02, 0, True, [True, True, False, True, True]),
+        (1500.0, 0.95, None, 0, True, [True, True, False, True, True]),  # not measured is not a pass
+        (1500.0, 0.95, 0.004, 1, False, [True, True, True, False, False]),
+    ],
+)
+def test_gpu_check_goals_pass_and_fail(fps, ratio, delta, tests_rc, e2e_ok, want):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    tests = {"returncode": tests_rc, "summary": "", "counts": {"failed": tests_rc}}
+    e2e = {"returncode": 0, "frames_in": 96, "frames_out": 96 if e2e_ok else 95, "ok": e2e_ok}
+    table = gpu_check.goals(_gpu_report(fps, ratio, delta), tests, e2e)
+    assert [ok for _, _, ok in table] == want

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Accept vsr's GPU path on a CUDA machine: the GPU tests, `vsr bench --eval`, a 1080p-output upscale checked
+# against its input, and a pass/fail table against the goals (details: bench/gpu_check.py).
+#   bash bench/gpu_check.sh [--data DIR] [--out FILE]
+# Exit 0: every goal passed; 1: some failed; 77: no CUDA GPU here (one line, nothing run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py="${PYTHON:-}"
+if [ -z "$py" ]; then
+  if [ -n "${VIRTUAL_ENV:-}" ]; then py=python; elif [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python3; fi
+fi
+if ! "$py" -c "import vsr, torch" 2>/dev/null; then
+  echo "gpu_check: $py cannot import vsr and torch; install them first (see README.md, GPU section)" >&2
+  exit 2
+fi
+if ! "$py" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  echo "gpu_check: no CUDA GPU visible to torch $("$py" -c 'import torch; print(torch.__version__)') here; run it on a machine with an NVIDIA GPU" >&2
+  exit 77
+fi
+exec "$py" bench/gpu_check.py "$@"
