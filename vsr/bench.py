@@ -231,12 +231,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _in_worker(fn: Callable[[], T]) -> T:
-    """fn() in a fresh thread (see the module contract); its exception is raised here."""
+def _in_worker(fn: Callable[[], T], device: torch.device) -> T:
+    """fn() in a fresh thread (see the module contract) whose current CUDA device is `device` (the current device
+    is per thread: cuda:N must not mean cuda:0 in there); its exception is raised here."""
     box: dict = {}
 
     def target() -> None:
         try:
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
             box["value"] = fn()
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             box["error"] = exc
@@ -254,7 +257,7 @@ def time_calls(
     fn: Callable[[], object], device: torch.device, min_repeats: int, min_time_s: float, max_repeats: int = 200
 ) -> list[float]:
     """Seconds per call of `fn`, one value per sample, after a warm-up, in a worker thread (see the module contract)."""
-    return _in_worker(lambda: _time_calls(fn, device, min_repeats, min_time_s, max_repeats))
+    return _in_worker(lambda: _time_calls(fn, device, min_repeats, min_time_s, max_repeats), device)
 
 
 def _time_calls(
@@ -426,7 +429,7 @@ def bench_model(upscaler, res: Resolution, device: torch.device, min_repeats: in
     """Model-only timing of one upscaler at one resolution: fps, mpix_s, frame_ms, samples."""
     y = torch.rand(1, 1, res.out_height, res.out_width, generator=torch.Generator().manual_seed(0)).to(device)
     t0 = time.perf_counter()
-    _in_worker(lambda: (upscaler(y), _sync(device)))
+    _in_worker(lambda: (upscaler(y), _sync(device)), device)
     first_call_s = time.perf_counter() - t0
     times = time_calls(lambda: upscaler(y), device, min_repeats, min_time_s)
     median_s = statistics.median(times)
@@ -636,7 +639,7 @@ def _bench_pipelines(plan: Plan, device: torch.device, precisions, model_for, ba
             for backend in plan.backends:
                 for precision in precisions:
                     upscaler = build(backend, model, device, precision)
-                    _in_worker(lambda up=upscaler: up(warm))  # first-call costs of this frame size stay out of the timing
+                    _in_worker(lambda up=upscaler: up(warm), device)  # first-call costs of this frame size stay out of the timing
                     configs.append(("pipeline", backend, precision, arch, weights, upscaler))
         runs: list[list[dict]] = [[] for _ in configs]
         for r in range(plan.pipeline_runs):
