@@ -25,6 +25,24 @@ Contract:
   studio-range BT.601 matrix, primaries and transfer unspecified; nothing is remuxed.
 - `VideoReader(..., live=True)` decodes with slice threads only, so no frame waits in frame threads (latency
   for live sources); otherwise frame and slice threads (throughput).
+- `VideoReader(..., hwaccel="cuda", hwaccel_device=N)` decodes with NVDEC on GPU N where it can (see
+  `_open_input`); `hwaccel_active` says whether it really does, and a warning says why not.
+
+Why decoded frames leave the GPU (NVDEC) even though the SR stage uploads them again. PyAV can keep them there
+(`HWAccel(is_hw_owned=True)`, planes exported through DLPack: av/video/plane.py `__dlpack__`), which would save
+the NVDEC download and the SR stage's upload of the low-resolution frame. Not done, by reasoning, not
+measurement (nothing here has run on a GPU):
+- The saving is small: at x3 the input is 1/9 of the output, whose download to the encoder stays; the two
+  copies saved are ~2/11 of the PCIe traffic, on copy engines that already overlap compute (`vsr.gpu`).
+- Hardware frames belong to the decoder's fixed surface pool. The pipeline queues up to 16 decoded frames
+  ahead of the SR stage (`vsr.pipeline.QUEUE_SIZE`), which would hold the pool's surfaces and stall NVDEC
+  unless the pool grew with it (`extra_hw_frames`), and the copy a frame needs before its surface returns to
+  the decoder would move onto the SR stage's critical path.
+- It would need its own stream discipline: PyAV's `__dlpack__` refuses any stream argument (the decoder's work
+  must be complete: a synchronize per frame), and `torch.from_dlpack(plane)` passes torch's current stream for
+  CUDA producers, so the capsule has to be taken by hand; plus a second code path for NVDEC's semi-planar
+  4:2:2/4:4:4 layouts, and it would tie `vsr.video` to torch.
+The bottleneck of a GPU run is expected to be the CPU encoder (libx264) or NVENC, not this copy.
 """
 
 from __future__ import annotations
