@@ -218,6 +218,20 @@ def test_ten_bit_stays_ten_bit(tmp_path):
     assert 0 < int(out[0].to_ndarray().max()) <= 1023 and int(out[0].to_ndarray().max()) > 255
 
 
+def test_the_package_requires_a_pyav_with_the_hwaccel_api():
+    """--hwaccel uses av.codec.hwaccel, av.open(hwaccel=) and CodecContext.is_hwaccel: PyAV 14.1 and newer."""
+    import importlib.metadata
+    import re
+
+    reqs = [r for r in importlib.metadata.requires("vsr") if re.match(r"av\b", r)]
+    assert len(reqs) == 1
+    minimum = re.search(r">=\s*([\d.]+)", reqs[0])
+    assert minimum and tuple(int(x) for x in minimum.group(1).split(".")) >= (14, 1), reqs
+    from av.codec.hwaccel import HWAccel, hwdevices_available  # noqa: F401 - present in the installed PyAV
+
+    assert hasattr(av.codec.context.CodecContext, "is_hwaccel")
+
+
 @pytest.mark.parametrize(
     "pix_fmt, work_fmt",
     [("nv12", "yuv420p"), ("nv16", "yuv422p"), ("nv24", "yuv444p"), ("p010le", "yuv420p10le"), ("p210le", "yuv422p10le"),
