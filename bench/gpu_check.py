@@ -55,7 +55,8 @@ def gpu_tests() -> dict:
     return {"returncode": r.returncode, "summary": tail, "counts": counts, "skipped": skips}
 
 
-def bench(data: Path | None, out: Path) -> dict:
+def bench(data: Path | None, out: Path) -> dict | None:
+    """The `vsr bench` report, or None if it failed (the table then says "not measured")."""
     env = dict(os.environ)
     if data is not None:
         env["VSR_DATA"] = str(data)
@@ -63,8 +64,9 @@ def bench(data: Path | None, out: Path) -> dict:
     if data is not None:
         cmd.append("--eval")
     r = _run(cmd, env=env)
-    if r.returncode != 0:
-        raise SystemExit(f"gpu_check: `vsr bench` failed (exit {r.returncode})")
+    if r.returncode != 0 or not out.is_file():
+        print(f"gpu_check: `vsr bench` failed (exit {r.returncode}); its goals are not measured", file=sys.stderr)
+        return None
     return json.loads(out.read_text())
 
 
@@ -95,7 +97,8 @@ def end_to_end(folder: Path) -> dict:
     return {"returncode": 0, "wall_s": wall_s, "stderr_tail": r.stderr[-600:], **checks, "ok": ok}
 
 
-def goals(report: dict, tests: dict, e2e: dict) -> list[tuple[str, str, bool]]:
+def goals(report: dict | None, tests: dict, e2e: dict) -> list[tuple[str, str, bool]]:
+    report = report or {"results": [], "plan": {"backends": ["(vsr bench failed)"]}}
     rows = report["results"]
     picked = report["plan"]["backends"][-1]  # default_backends: eager, then what `vsr upscale` picks on CUDA
 

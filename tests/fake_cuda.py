@@ -153,6 +153,13 @@ class FakeCuda:
             return
         stream.tail = max(stream.tail, event.time)
 
+    def synchronize_stream(self, stream: Stream) -> None:
+        self.now = max(self.now, stream.tail)
+
+    def idle(self) -> bool:
+        """Whether every queued operation has finished by the host's clock."""
+        return all(op.end <= self.now for op in self.ops)
+
     def synchronize(self, event: Event) -> None:
         if not event.blocking:
             self.errors.append("a host wait on a non-blocking event spins a CPU core")

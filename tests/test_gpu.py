@@ -48,14 +48,29 @@ def test_fp32_on_cuda_is_not_tf32():
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
-def test_second_gpu_leaves_the_first_alone(tmp_path):
+@pytest.mark.parametrize("backend", ["eager", "compile", "tensorrt"])
+def test_second_gpu_leaves_the_first_alone(tmp_path, backend):
+    """cuda:1 from the main thread (warm-up, current device cuda:0) and the SR thread: nothing lands on GPU 0."""
+    if backend == "tensorrt":
+        pytest.importorskip("torch_tensorrt", reason="torch-tensorrt is not installed")
     src = make_clip(tmp_path / "in.mkv", audio=None)
+    torch.cuda.set_device(0)
     torch.cuda.synchronize(0)
     before = torch.cuda.memory_allocated(0)
-    up = make_upscaler(tiny_upscaler().model, "eager", "cuda:1", "fp16")
+    up = make_upscaler(tiny_upscaler().model, backend, "cuda:1", "fp16")
+    up.warm_up(96, 128)
     upscale_video(src, tmp_path / "out.mkv", 2, up)
     assert torch.cuda.memory_allocated(0) == before
     assert torch.cuda.memory_allocated(1) > 0
+
+
+def test_nvdec_with_the_model_already_on_the_gpu(tmp_path):
+    """The order users run: the model is on the GPU (torch's primary context is active) before NVDEC opens."""
+    src = make_clip(tmp_path / "in.mp4", pts=[i * 1000 for i in range(12)], audio=None, size=(320, 240))
+    up = make_upscaler(tiny_upscaler().model, "eager", "cuda", "fp16")
+    up(torch.zeros(1, 1, 64, 64, device="cuda"))
+    summary = upscale_video(src, tmp_path / "out.mkv", 2, up, hwaccel="cuda")
+    assert summary.frames == 12 and not summary.warnings, summary.warnings
 
 
 def test_nvdec_decodes_on_the_gpu_and_gives_the_cpu_planes(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from vsr.engine import Upscaler
+from vsr.errors import BackendError
 from vsr.gpu import GpuFrames
 from vsr.model import SRCNN, SRCNNConfig
 from vsr.pipeline import upscale_planes
@@ -148,13 +149,14 @@ def test_the_fake_catches_a_slot_reused_too_early():
 # ---------------------------------------------------------------- the pipeline's GPU loop on the simulated GPU
 
 
-def _simulated_gpu(monkeypatch, made: list):
-    """Route `vsr.pipeline`'s CUDA branch to GpuFrames on a FakeCuda (zero durations: only order matters)."""
+def _simulated_gpu(monkeypatch, made: list, seconds: float = 0.0):
+    """Route `vsr.pipeline`'s CUDA branch to GpuFrames on a FakeCuda (each engine `seconds` per frame)."""
     from vsr import pipeline
 
     def gpu_frames(run, first):
         in_shapes = tuple(p.shape for p in first.planes)
-        fake = FakeCuda(durations={"h2d": 0.0, "kernel": 0.0, "d2h": 0.0}, frame_bytes={"h2d": 1, "d2h": 1})
+        per_frame = {"h2d": seconds, "kernel": seconds, "d2h": seconds}
+        fake = FakeCuda(durations=per_frame, frame_bytes={"h2d": 1, "d2h": 1})
         gpu = GpuFrames(run.upscaler, run.scale, run.peak, in_shapes, run.shapes, first.planes[0].dtype, runtime=fake)
         made.append((fake, gpu))
         return gpu
@@ -186,7 +188,8 @@ def test_pipeline_gpu_loop_gives_the_cpu_output(tmp_path, monkeypatch, pix_fmt):
     assert packets_of(gpu, "audio") == packets_of(src, "audio")
 
 
-def test_pipeline_gpu_loop_failure_drains_and_leaves_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fail_at", [1, 5])
+def test_pipeline_gpu_loop_failure_drains_and_leaves_nothing(tmp_path, monkeypatch, fail_at):
     from vsr.pipeline import upscale_video
 
     from .test_video import make_clip, names, tiny_upscaler
@@ -196,16 +199,17 @@ def test_pipeline_gpu_loop_failure_drains_and_leaves_nothing(tmp_path, monkeypat
 
     def failing(y):
         calls.append(1)
-        if len(calls) == 5:
+        if len(calls) == fail_at:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return inner(y)
 
     failing.device = inner.device
     made: list = []
-    _simulated_gpu(monkeypatch, made)
-    with pytest.raises(RuntimeError, match="illegal memory access"):
+    _simulated_gpu(monkeypatch, made, seconds=1.0)  # copies are in flight when the model fails
+    with pytest.raises(BackendError, match=r"^the GPU failed \(RuntimeError: CUDA error: an illegal memory access"):
         upscale_video(src, tmp_path / "out.mkv", 2, failing)
     fake, gpu = made[0]
-    assert not any(slot.busy for slot in gpu.slots)  # drained: nothing left in flight when the buffers go
+    assert fake.idle(), "buffers were let go while the GPU still used them"
+    assert not any(slot.busy for slot in gpu.slots)
     assert not fake.errors, fake.errors
     assert names(tmp_path) == {"in.mkv"}

@@ -78,7 +78,8 @@ def test_cuda_matches_cpu():
         x = torch.randint(0, peak + 1, (1, 1, 40, 50)).float() / peak
         gpu, cpu = imresize(x.cuda(), 3).cpu(), imresize(x, 3)
         assert torch.allclose(gpu, cpu, atol=1e-6)  # TF32 would be off by ~1e-3
-        assert torch.equal((gpu * peak).round(), (cpu * peak).round())
+        flips = ((gpu * peak).round() != (cpu * peak).round()).float().mean().item()
+        assert flips < 1e-3  # FMA vs separate multiply-add may move a rounded sample only at an exact tie
 
 
 def test_modcrop():

@@ -218,15 +218,27 @@ def test_ten_bit_stays_ten_bit(tmp_path):
     assert 0 < int(out[0].to_ndarray().max()) <= 1023 and int(out[0].to_ndarray().max()) > 255
 
 
+def test_nvenc_encodes_on_the_models_gpu():
+    from vsr.video import EncoderOptions, encoder_settings
+
+    if "h264_nvenc" not in av.codecs_available:
+        pytest.skip("this FFmpeg build has no h264_nvenc")
+    _, options, _ = encoder_settings(EncoderOptions(codec="h264_nvenc", gpu=1), "yuv420p")
+    assert options["gpu"] == "1"
+    _, options, _ = encoder_settings(EncoderOptions(codec="libx264", gpu=1), "yuv420p")
+    assert "gpu" not in options
+
+
 def test_the_package_requires_a_pyav_with_the_hwaccel_api():
-    """--hwaccel uses av.codec.hwaccel, av.open(hwaccel=) and CodecContext.is_hwaccel: PyAV 14.1 and newer."""
+    """--hwaccel uses av.codec.hwaccel, av.open(hwaccel=) and CodecContext.is_hwaccel (PyAV 14.1 and newer) and
+    needs the colour tags of downloaded frames (PyAV 18.0 and newer, see vsr.video._open_input)."""
     import importlib.metadata
     import re
 
     reqs = [r for r in importlib.metadata.requires("vsr") if re.match(r"av\b", r)]
     assert len(reqs) == 1
     minimum = re.search(r">=\s*([\d.]+)", reqs[0])
-    assert minimum and tuple(int(x) for x in minimum.group(1).split(".")) >= (14, 1), reqs
+    assert minimum and tuple(int(x) for x in minimum.group(1).split(".")) >= (18,), reqs
     from av.codec.hwaccel import HWAccel, hwdevices_available  # noqa: F401 - present in the installed PyAV
 
     assert hasattr(av.codec.context.CodecContext, "is_hwaccel")

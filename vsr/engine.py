@@ -12,10 +12,14 @@ per frame size.
 
 Backends (attribute `backend`):
 - `eager`: plain PyTorch, CPU or CUDA, fp32 (fp16 on CUDA only).
-- `compile`: `torch.compile` (Inductor), channels_last on CUDA, CUDA graphs on CUDA
-  (mode "reduce-overhead"; outputs are copied out before the next replay). Inductor's
-  on-disk cache lives under `$VSR_CACHE/inductor` (default ~/.cache/vsr/inductor), so a
-  second run does not compile again. Also works on the CPU.
+- `compile`: `torch.compile` (Inductor, default mode), channels_last on CUDA. No CUDA graphs
+  (mode "reduce-overhead"): before torch 2.13 a compiled function with CUDA graphs fails in any
+  thread but the one that imported Inductor's cudagraph trees (an assert in
+  `cudagraph_trees.get_obj`, pytorch issue 123177), and the SR stage is another thread; and a
+  graph is only recorded on the second call, after the warm-up. SRCNN on a frame is a handful of
+  large kernels, so launch overhead, what graphs save, is small. Inductor's on-disk cache lives
+  under `$VSR_CACHE/inductor` (default ~/.cache/vsr/inductor): a second run reuses the compiled
+  kernels (Dynamo still traces). Also works on the CPU.
 - `tensorrt`: torch-tensorrt (dynamo), FP16 or FP32, one static engine per window shape,
   built on first use and cached on disk (`vsr.trt`). Imported lazily; a clear
   `BackendError` says how to install it where it is missing.
@@ -91,6 +95,8 @@ class Upscaler:
 
     def __init__(self, model: SRCNN, device: torch.device | str = "cpu", precision: str = "fp32", tile: int | None = None):
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:  # cuda:N everywhere (threads set it current)
+            self.device = torch.device("cuda", torch.cuda.current_device())
         if precision not in ("fp32", "fp16"):
             raise BackendError(f"unknown precision {precision!r}; use fp32 or fp16")
         if precision == "fp16" and self.device.type != "cuda":
@@ -135,8 +141,17 @@ class Upscaler:
                 f"the {self.backend} backend failed on a {width}x{height} frame ({why}); use --backend eager"
             ) from None
 
-    @torch.inference_mode()
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        """Upscale (see the module contract). On CUDA, with this upscaler's GPU as the current device: TensorRT
+        and Inductor allocate their outputs on the current device, so cuda:N called from a thread whose current
+        device is cuda:0 would write across GPUs."""
+        if self.device.type == "cuda":
+            with torch.cuda.device(self.device):
+                return self._call(y)
+        return self._call(y)
+
+    @torch.inference_mode()
+    def _call(self, y: torch.Tensor) -> torch.Tensor:
         y = y.to(self.device, torch.float32)
         b = self.config.border
         padded = F.pad(y, (b, b, b, b), mode="replicate")
@@ -191,13 +206,12 @@ class CompiledUpscaler(Upscaler):
         import torch._inductor.config as inductor_config
 
         inductor_config.fx_graph_cache = True
-        self.cuda_graphs = self.device.type == "cuda"
         self.channels_last = self.device.type == "cuda"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         _raise_recompile_limit()
         try:
-            self._fn = torch.compile(_Valid(self.model), dynamic=False, mode="reduce-overhead" if self.cuda_graphs else None)
+            self._fn = torch.compile(_Valid(self.model), dynamic=False)
         except Exception as exc:  # noqa: BLE001 - e.g. no C++ compiler for Inductor on the CPU
             raise BackendError(f"torch.compile is not usable here ({type(exc).__name__}: {exc}); use --backend eager") from None
 
@@ -205,10 +219,7 @@ class CompiledUpscaler(Upscaler):
         x = window.to(self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        out = self._fn(x)
-        return out.float() if out.dtype != torch.float32 else out.clone()  # never hand out the graph's own buffer
+        return self._fn(x).float()
 
 
 def _build(backend: str, model: SRCNN, dev: torch.device, precision: str, tile: int | None, notice: Notice) -> Upscaler:

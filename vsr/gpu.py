@@ -19,10 +19,13 @@ Contract:
 - No host slot is rewritten while a copy from it is in flight, and no device buffer is rewritten while a
   kernel or copy reads it: a slot is reused only after `result()` has waited for its download, which comes
   after its compute, which comes after its upload. Device buffers are persistent per slot, so the caching
-  allocator never hands a buffer in use on one stream to another.
+  allocator never hands a buffer in use on one stream to another while this object lives; `drain()` waits for
+  all three streams before it goes (after an error, too).
 - Waits sleep instead of spinning a CPU core (that core belongs to the decoder and the encoder): events are
   created with `blocking=True`, i.e. `cudaEventBlockingSync` (torch/csrc/cuda/Event.cpp, `THCPEvent_pynew`),
   so `Event.synchronize()` blocks the thread rather than polling.
+- Streams come from torch's per-device pool (round robin over 32): other pool users (none in vsr; TensorRT runs
+  on the caller's stream, here the compute stream) could share one, which costs overlap, never correctness.
 - All CUDA calls go through a `CudaRuntime` (the real one, by default); a test passes a recording fake.
   The caller's thread must have `upscaler.device` as its current CUDA device (`torch.cuda.set_device`).
 """
@@ -34,7 +37,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import BackendError
 from .resize import imresize
+
+
+def gpu_failure(exc: RuntimeError) -> BackendError:
+    """One line for a CUDA, cuDNN or TensorRT runtime error raised while frames were on the GPU (a traceback from
+    the SR thread otherwise; the CLI prints a `VsrError` as one line)."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0][:200] if lines else type(exc).__name__
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return BackendError(f"the GPU ran out of memory ({first}); close other programs on it, or use --device cpu")
+    return BackendError(f"the GPU failed ({type(exc).__name__}: {first}); try --backend eager, or --device cpu")
 
 
 def _torch_dtype(np_dtype: np.dtype) -> torch.dtype:
@@ -84,6 +98,9 @@ class CudaRuntime:
 
     def synchronize(self, event: torch.cuda.Event) -> None:
         event.synchronize()
+
+    def synchronize_stream(self, stream: torch.cuda.Stream) -> None:
+        stream.synchronize()
 
 
 @dataclass
@@ -175,11 +192,13 @@ class GpuFrames:
             dev.copy_(plane[:ch, :cw].round_().clamp_(0, peak))
 
     def drain(self) -> None:
-        """Wait for every frame in flight (their results are dropped): call before the buffers go away."""
+        """Wait until the GPU is done with every buffer (results in flight are dropped): call before the buffers
+        go away. Whole streams, not the slots' events: a `submit` that failed half way (e.g. in the model) has
+        queued an upload but recorded no download event to wait for."""
+        for stream in (self.upload_stream, self.compute_stream, self.download_stream):
+            self.rt.synchronize_stream(stream)
         for slot in self.slots:
-            if slot.busy:
-                self.rt.synchronize(slot.downloaded)
-                slot.busy = False
+            slot.busy = False
 
     def result(self, slot: _Slot) -> tuple[np.ndarray, ...]:
         self.rt.synchronize(slot.downloaded)

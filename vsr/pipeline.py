@@ -128,7 +128,7 @@ def upscale_video(
         if hasattr(upscaler, "warm_up"):  # compiled backends fail here, before any output is opened
             upscaler.warm_up(out_h, out_w)
         tmp = None if dst == "-" else temp_path(Path(dst))
-        enc = EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
+        enc = EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, gpu=hw_index)
         try:
             writer = VideoWriter(tmp or "-", fmt_out, reader, out_w, out_h, enc, warn, label=dst)
         except BaseException:
@@ -378,6 +378,8 @@ class _Run:
                 self.frames_stage["sr"] += 1
             return self._put(self.upscaled, item, "sr")
 
+        from .gpu import gpu_failure
+
         try:
             while (item := self._get(self.decoded, "sr", "decoded")) is not _END:
                 ticket = None
@@ -399,6 +401,8 @@ class _Run:
                     return
             if not self.stop.is_set():
                 self._put(self.upscaled, _END, "sr")
+        except RuntimeError as exc:  # CUDA, cuDNN, TensorRT: one line, not a traceback from this thread
+            raise gpu_failure(exc) from exc
         finally:
             if gpu is not None:
                 gpu.drain()  # after an error, copies may still be in flight into buffers about to be freed

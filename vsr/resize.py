@@ -12,8 +12,8 @@ Contract:
   cost is linear in the output size; no dense resize matrix is formed. Integer
   upscales (the SR case) are polyphase: per axis and phase, 5 shifted views times
   fixed taps over a symmetric border, which gives the same values (the kernel depends
-  only on the phase) much faster. No cuDNN convolution, so no TF32 on GPUs: the
-  results are the same on the CPU and on CUDA.
+  only on the phase) much faster. No cuDNN convolution, so no TF32 on GPUs: CPU and
+  CUDA agree to float32 rounding.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def _upscale_int_last(x: torch.Tensor, scale: int) -> torch.Tensor:
     Elementwise on purpose, not `conv1d`: cuDNN runs float32 convolutions in TF32 on Ampere and newer GPUs by
     default (`torch.backends.cudnn.allow_tf32` is True), which rounds inputs and taps to 10 mantissa bits and
     changes 8- and 10-bit samples; flipping that flag is process-wide, not per call. Multiply-adds in the
-    tensor's own precision give the same values on every device (and are 1.4-7x faster than conv1d on the CPU)."""
+    tensor's own precision agree across devices to the last bit or so (a GPU may fuse them into FMAs), which
+    can move a rounded sample by one only at an exact tie; and they are 1.4-7x faster than conv1d on the CPU."""
     n = x.shape[-1]
     padded = torch.cat([x[..., 1:2], x[..., :1], x, x[..., -1:], x[..., -2:-1]], dim=-1)
     out = x.new_empty(*x.shape[:-1], n, scale)

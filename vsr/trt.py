@@ -189,6 +189,7 @@ class TensorRTUpscaler(Upscaler):
         with torch.cuda.device(self.device):
             engine = torch.export.load(str(path)).module()
             engine(example)
+            torch.cuda.synchronize(self.device)  # a failure on the GPU surfaces here, not in the SR thread later
         return engine
 
     def _build(self, shape: tuple[int, ...], example: torch.Tensor, path: Path) -> torch.nn.Module:

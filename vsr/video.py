@@ -135,6 +135,7 @@ class EncoderOptions:
     crf: float | None = None
     preset: str | None = None
     pix_fmt: str | None = None
+    gpu: int | None = None  # NVENC encoders: the GPU to encode on (the model's), else FFmpeg's default
 
 
 def plain_info(width: int, height: int, rate: Fraction | None = None, time_base: Fraction = Fraction(1, 1000)) -> VideoInfo:
@@ -463,11 +464,16 @@ def _open_input(
     """Open `src` for reading -> (container, whether a hardware device was attached).
 
     With `hwaccel` (e.g. "cuda": NVDEC) PyAV creates the device when it opens the video stream's decoder; if it
-    cannot (no GPU, no driver), the file is opened again for the CPU with a warning. `device` is the GPU's index
-    (CUDA: the decoder shares the device's primary context with torch, `primary_ctx`, instead of a context of
-    its own; hwcontext_cuda.c reads that option). Frames are downloaded to system memory either way.
-    Needs PyAV's hwaccel API (`av.codec.hwaccel.HWAccel`, `av.open(..., hwaccel=)`), which the package's
-    `av` requirement guarantees."""
+    cannot (no GPU, no driver), the file is opened again for the CPU with a warning that gives FFmpeg's reason.
+    `device` is the GPU's index. The decoder gets a CUDA context of its own, not the device's primary context
+    that torch uses: FFmpeg retains the primary context only with CU_CTX_SCHED_BLOCKING_SYNC and refuses
+    (ENOTSUP, "Primary context already active with incompatible flags", libavutil/hwcontext_cuda.c
+    `cuda_context_init`) once torch has activated it with the default flags, which it has by the time a video
+    is opened. Frames are downloaded to system memory either way.
+    Needs PyAV 18: the hwaccel API (`av.codec.hwaccel.HWAccel`, `av.open(..., hwaccel=)`,
+    `CodecContext.is_hwaccel`) first appears in 14.1, and before 18.0 a downloaded frame kept only its pts
+    (av/video/codeccontext.py `_transfer_hwframe`: "TODO: Is there anything else to transfer?"), losing the
+    colour tags vsr copies to the output; 18.0 copies them (`_copy_internal_attributes`)."""
     if not hwaccel:
         return _open_input_with(src, fmt, {}), False
     from av.codec.hwaccel import HWAccel, hwdevices_available
@@ -475,24 +481,18 @@ def _open_input(
     kinds = hwdevices_available()
     if hwaccel not in kinds:  # HWAccel takes an unknown name as "any device type" (av_hwdevice_find_type_by_name)
         raise UsageError(f"--hwaccel {hwaccel}: not a hardware device type this FFmpeg knows; use one of {', '.join(kinds)}")
-    options = {"primary_ctx": "1"} if hwaccel == "cuda" else None
-    accel = HWAccel(
-        device_type=hwaccel,
-        device=None if device is None else str(device),
-        allow_software_fallback=True,
-        options=options,
-    )
+    accel = HWAccel(device_type=hwaccel, device=None if device is None else str(device), allow_software_fallback=True)
     try:
-        return _open_input_with(src, fmt, {"hwaccel": accel}), True
-    except (InputError, av.FFmpegError, OSError, ValueError) as exc:  # no such device, no driver, no permission
+        return _open_input_with(src, fmt, {"hwaccel": accel}, raw_errors=True), True
+    except (av.FFmpegError, OSError, ValueError) as exc:  # no such device, no driver, no permission
         if src == "-":
-            raise UsageError(f"--hwaccel {hwaccel} could not open stdin ({exc}); drop --hwaccel") from None
+            raise UsageError(f"--hwaccel {hwaccel} could not open stdin ({_err_text(exc)}); drop --hwaccel") from None
         container = _open_input_with(src, fmt, {})  # a broken file fails here with its own message
         warn(f"hardware decoding ({hwaccel}) is not available here ({_err_text(exc)}); decoding on the CPU")
         return container, False
 
 
-def _open_input_with(src: str, fmt: str | None, extra: dict) -> av.container.InputContainer:
+def _open_input_with(src: str, fmt: str | None, extra: dict, raw_errors: bool = False) -> av.container.InputContainer:
     options = dict(extra)
     if src == "-":
         file = sys.stdin.buffer
@@ -511,6 +511,8 @@ def _open_input_with(src: str, fmt: str | None, extra: dict) -> av.container.Inp
     try:
         return av.open(file, "r", format=fmt, metadata_errors="replace", **options)
     except (av.FFmpegError, OSError, ValueError) as exc:
+        if raw_errors:
+            raise
         if fmt and isinstance(exc, ValueError):
             raise InputError(f"unknown input format {fmt!r}; use a name from `ffmpeg -formats`, e.g. matroska") from None
         if src == "-":
@@ -549,6 +551,8 @@ def encoder_settings(enc: EncoderOptions, work_fmt: str) -> tuple[str, dict[str,
         options["preset"] = str(preset)
     if codec.name.endswith("_nvenc") and "cq" in options:
         options["rc"] = "vbr"
+    if codec.name.endswith("_nvenc") and enc.gpu is not None:
+        options["gpu"] = str(enc.gpu)  # nvenc.c's "gpu" option: which NVENC-capable GPU
     if codec.name == "libx265":
         options["x265-params"] = "log-level=error"
     if codec.name == "libsvtav1":

@@ -433,7 +433,13 @@ class _Session:
             in_shapes = tuple(p.shape for p in planes)
             dtype = planes[0].dtype
             self._gpu = GpuFrames(self.upscaler, self.scale, self.info.peak, in_shapes, self.shapes, dtype, with_bicubic=True)
-        y_sr, u, v, y_bicubic = self._gpu.result(self._gpu.submit(planes))
+        try:
+            y_sr, u, v, y_bicubic = self._gpu.result(self._gpu.submit(planes))
+        except RuntimeError as exc:
+            from .gpu import gpu_failure
+
+            self._gpu.drain()
+            raise gpu_failure(exc) from exc
         return (y_bicubic, u, v), (y_sr, u, v)
 
     def raise_error(self) -> None:
