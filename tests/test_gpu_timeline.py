@@ -213,3 +213,67 @@ def test_pipeline_gpu_loop_failure_drains_and_leaves_nothing(tmp_path, monkeypat
     assert not any(slot.busy for slot in gpu.slots)
     assert not fake.errors, fake.errors
     assert names(tmp_path) == {"in.mkv"}
+
+
+def test_the_real_runtime_makes_the_calls_the_fake_stands_for(monkeypatch):
+    """CudaRuntime (what runs on a GPU) against recording stand-ins for torch.cuda: the fake's semantics above
+    are only worth something if each real method is the CUDA call the fake models."""
+    from vsr.gpu import CudaRuntime
+
+    calls: list = []
+
+    class Stream:
+        def __init__(self, device=None, priority=0):
+            calls.append(("Stream", device))
+
+        def wait_event(self, event):
+            calls.append(("wait_event", event))
+
+        def synchronize(self):
+            calls.append(("stream.synchronize",))
+
+    class Event:
+        def __init__(self, enable_timing=False, blocking=False, interprocess=False):
+            self.blocking = blocking
+
+        def record(self, stream):
+            calls.append(("record", stream))
+
+        def synchronize(self):
+            calls.append(("event.synchronize",))
+
+    current: list = []
+
+    class StreamContext:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def __enter__(self):
+            current.append(self.stream)
+
+        def __exit__(self, *exc):
+            current.pop()
+
+    copies: list = []
+
+    class Tensor(torch.Tensor):
+        def copy_(self, src, non_blocking=False):
+            copies.append((current[-1] if current else None, non_blocking))
+            return super().copy_(src)
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "stream", StreamContext)
+    rt = CudaRuntime(torch.device("cuda", 1))
+    s, e = rt.stream(), rt.event()
+    assert calls[-1] == ("Stream", torch.device("cuda", 1)) and e.blocking
+    dst = torch.zeros(3).as_subclass(Tensor)
+    rt.copy(dst, torch.ones(3), s)
+    assert copies == [(s, True)] and dst.sum().item() == 3  # queued on the given stream, asynchronously
+    rt.record(e, s)
+    rt.wait(s, e)
+    rt.synchronize(e)
+    rt.synchronize_stream(s)
+    assert calls[1:] == [("record", s), ("wait_event", e), ("event.synchronize",), ("stream.synchronize",)]
+    with rt.on(s):
+        assert current == [s]
