@@ -12,7 +12,7 @@ Contract:
 - `vsr.video.VideoReader.read_segment(seek_pts, start_pts, frames)` decodes one segment: exactly the `frames`
   pictures with pts >= `start_pts`, in presentation order, decoded from the keyframe before `seek_pts`; with
   the same planes and timestamps as the streaming decode of the whole file (tests/test_segments.py).
-Nothing here encodes or joins yet: that, the worker processes, Ray and --resume are still to come (issue 13).
+Encoding segments and joining them is `vsr.parts`; worker processes, Ray and --resume are still to come (issue 13).
 """
 
 from __future__ import annotations

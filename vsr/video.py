@@ -330,6 +330,18 @@ class VideoReader:
             yield self._pending.popleft()
         yield from self._items
 
+    def passthrough_packets(self) -> Iterator[av.Packet]:
+        """The audio, subtitle and data packets only, in demux order, without decoding the video (the joiner of
+        segments copies them, as `read` + `VideoWriter.mux` do). Replaces `read`: use one or the other."""
+        self._items.close()
+        self._pending.clear()
+        if not self.passthrough:
+            return
+        self._container.seek(0)
+        for packet in self._container.demux(self.passthrough):
+            if packet.size:
+                yield packet
+
     def read_segment(self, seek_pts: int, start_pts: int, frames: int) -> Iterator[Picture]:
         """The `frames` pictures from `start_pts` on, in presentation order, decoded from the keyframe at or before
         `seek_pts` (a `vsr.segments.Segment`); passthrough packets are left out. Format, size and colour are the
@@ -629,8 +641,11 @@ class VideoWriter:
         warn: Warn = lambda message: None,
         label: str | None = None,
         info: VideoInfo | None = None,
+        template: av.video.stream.VideoStream | None = None,
     ):
         self.dst = str(dst)
+        self._template = template  # copy mode: encoded packets from another file (`mux_video`), no encoder
+        self._last_dts: int | None = None
         self.label = label or self.dst  # the name errors mention (the target, not its temporary file)
         if info is None:
             if reader is None:
@@ -662,13 +677,16 @@ class VideoWriter:
         self, reader: VideoReader | None, codec: str, options: dict[str, str], width: int, height: int, warn: Warn
     ) -> None:
         out, info = self._container, self.info
-        stream = self.stream = out.add_stream(codec, rate=info.rate, options=options)
+        if self._template is not None:
+            stream = self.stream = out.add_stream_from_template(self._template)
+        else:
+            stream = self.stream = out.add_stream(codec, rate=info.rate, options=options)
+            stream.width, stream.height, stream.pix_fmt = width, height, self.pix_fmt
+            stream.codec_context.time_base = info.time_base  # frames keep their input pts in the input time base
+            stream.time_base = info.time_base
+            stream.codec_context.bit_rate = 0
+            stream.codec_context.thread_count = 0
         ctx = stream.codec_context
-        stream.width, stream.height, stream.pix_fmt = width, height, self.pix_fmt
-        ctx.time_base = info.time_base  # frames keep their input pts in the input time base
-        stream.time_base = info.time_base
-        ctx.bit_rate = 0
-        ctx.thread_count = 0
         ctx.color_range = info.color_range
         ctx.colorspace, ctx.color_primaries, ctx.color_trc = info.colorspace, info.color_primaries, info.color_trc
         if info.rotation:
@@ -677,7 +695,8 @@ class VideoWriter:
         if reader is not None:
             self._copy_from_reader(reader, warn)
         try:
-            ctx.open()
+            if self._template is None:
+                ctx.open()
         except (av.FFmpegError, ValueError) as exc:
             if width % 2 or height % 2:
                 hint = " (4:2:0/4:2:2 encoders need even sizes: use an even --scale, --pix-fmt yuv444p or --codec ffv1)"
@@ -769,6 +788,26 @@ class VideoWriter:
         except (av.FFmpegError, OSError) as exc:
             raise OutputError(f"{self.label}: copying a {dup.type} packet failed: {_err_text(exc)}") from None
 
+    def mux_video(self, packet: av.Packet, time_base: Fraction) -> None:
+        """Copy mode (`template`): write one encoded video packet of a part file, timestamps rescaled from
+        `time_base` (the part's stream) to this stream's. Decoding timestamps must keep rising across parts."""
+        packet.stream = self.stream
+        tb = self.stream.time_base
+        if time_base != tb:
+            packet.pts = None if packet.pts is None else round(packet.pts * time_base / tb)
+            packet.dts = None if packet.dts is None else round(packet.dts * time_base / tb)
+        if packet.dts is not None and self._last_dts is not None and packet.dts <= self._last_dts:
+            raise OutputError(
+                f"{self.label}: the parts cannot be joined (decoding timestamps go back at "
+                f"{float(packet.dts * tb):.3f} s); use one worker"
+            )
+        self._last_dts = packet.dts
+        self.packets_written += 1
+        try:
+            self._container.mux(packet)
+        except (av.FFmpegError, OSError) as exc:
+            raise OutputError(f"{self.label}: writing a video packet failed: {_err_text(exc)}") from None
+
     def _mux_encoded(self, packets: list[av.Packet]) -> None:
         self.packets_written += len(packets)
         self._container.mux(packets)
@@ -776,7 +815,8 @@ class VideoWriter:
     def finish(self) -> None:
         """Flush the encoder, write the trailer and close the file."""
         try:
-            self._mux_encoded(self.stream.encode(None))
+            if self._template is None:
+                self._mux_encoded(self.stream.encode(None))
             self._container.close()
         except (av.FFmpegError, OSError) as exc:
             raise OutputError(f"{self.label}: finishing the output failed: {_err_text(exc)}") from None

@@ -1,0 +1,55 @@
+"""vsr.parts: segments encoded on their own and joined give the streaming path's output (issue 13's base)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from vsr.errors import OutputError
+from vsr.parts import encode_segment, join_parts
+from vsr.pipeline import upscale_video
+from vsr.segments import plan, probe
+from vsr.video import EncoderOptions
+
+from .test_segments import VFR
+from .test_video import frames_of, make_clip, packets_of, tiny_upscaler
+
+
+@pytest.mark.parametrize("suffix, time_base", [(".mkv", Fraction(1, 1000)), (".mp4", Fraction(1, 90000))])
+def test_joined_parts_decode_as_the_streaming_output(tmp_path, suffix, time_base):
+    scale = int(1 / time_base / 1000)
+    x264 = {"x264-params": "keyint=20:min-keyint=20:scenecut=0:bframes=2"}
+    src = make_clip(tmp_path / f"in{suffix}", pts=[p * scale for p in VFR], time_base=time_base, options=x264)
+    upscaler, enc = tiny_upscaler(), EncoderOptions(codec="ffv1")
+    single = tmp_path / f"single{suffix}"
+    upscale_video(src, single, 2, upscaler, codec="ffv1")
+    segments = plan(probe(src), 0.6)
+    assert len(segments) > 2
+    parts = [tmp_path / f"part{s.index}{suffix}" for s in segments]
+    written = [encode_segment(src, s, p, 2, upscaler, enc) for s, p in zip(segments, parts, strict=True)]
+    assert written == [s.frames for s in segments]
+    joined = tmp_path / f"joined{suffix}"
+    join_parts(src, parts, joined, enc)
+    a, b = frames_of(single), frames_of(joined)
+    assert len(a) == len(b) == len(VFR)
+    assert [f.pts * f.time_base for f in a] == [f.pts * f.time_base for f in b]
+    for fa, fb in zip(a, b, strict=True):
+        assert all(bytes(x) == bytes(y) for x, y in zip(fa.planes, fb.planes, strict=True))
+    assert packets_of(joined, "audio") == packets_of(src, "audio")  # byte-identical, same timestamps
+    with av.open(str(joined)) as c:
+        assert c.streams.audio[0].metadata.get("language") == "deu"
+
+
+def test_parts_whose_decoding_timestamps_go_back_are_refused(tmp_path):
+    src = make_clip(tmp_path / "in.mkv", pts=VFR[:30], audio=None)
+    segments = plan(probe(src), 0.3)
+    enc = EncoderOptions(codec="ffv1")
+    parts = [tmp_path / f"p{s.index}.mkv" for s in segments]
+    for s, p in zip(segments, parts, strict=True):
+        encode_segment(src, s, p, 2, None, enc)
+    with pytest.raises(OutputError, match="cannot be joined"):
+        join_parts(src, [parts[1], parts[0], *parts[2:]], tmp_path / "out.mkv", enc)
+    assert np.all([p.exists() for p in parts])

@@ -1,0 +1,95 @@
+"""Encoding segments into part files and joining the parts into the output (issue 13; no workers yet).
+
+Contract:
+- `encode_segment(src, segment, part, scale, upscaler, enc)` decodes one `vsr.segments.Segment` of `src`
+  (`VideoReader.read_segment`), super-resolves each frame as the streaming path does (`upscale_planes`) and
+  encodes it into `part`, a file of the output's container format (its suffix): the encoder starts the part with
+  a keyframe, and the part's timestamps are rounded by that format exactly as the output's would be. Returns
+  the number of frames written.
+- `join_parts(src, parts, dst, enc)` writes `dst` (a finished path; atomic writes are the caller's job) with the
+  parts' video packets in order, unchanged, and the source's audio, subtitle and data packets, its metadata,
+  attachments and chapters, as the streaming path writes them (`VideoWriter` in copy mode). Decoding timestamps
+  must keep rising from part to part (always so for intra-only codecs such as FFV1); otherwise `OutputError`.
+  Video and passthrough packets are interleaved by time, so memory stays bounded.
+With a lossless codec the joined output decodes to the same planes and timestamps as the streaming path's
+(tests/test_parts.py).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import av
+import torch
+
+from .pipeline import upscale_planes
+from .resize import output_length
+from .segments import Segment
+from .video import EncoderOptions, Picture, VideoReader, VideoWriter, plane_shapes
+
+YUpscaler = Callable[[torch.Tensor], torch.Tensor]
+
+
+def encode_segment(
+    src: str | Path, segment: Segment, part: str | Path, scale: float, upscaler: YUpscaler | None, enc: EncoderOptions
+) -> int:
+    """Super-resolve and encode one segment into `part` (see the module contract)."""
+    reader = VideoReader(src)
+    try:
+        info = reader.info
+        out_w, out_h = output_length(info.width, scale), output_length(info.height, scale)
+        shapes = plane_shapes(info.pix_fmt, out_w, out_h)
+        device = getattr(upscaler, "device", "cpu") if upscaler is not None else "cpu"
+        writer = VideoWriter(part, None, None, out_w, out_h, enc, label=str(part), info=info)
+        try:
+            for pic in reader.read_segment(segment.seek_pts, segment.start_pts, segment.frames):
+                planes = upscale_planes(pic.planes, scale, upscaler, info.peak, shapes, device)
+                writer.write(Picture(planes=planes, pts=pic.pts, time_base=pic.time_base))
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.frames_written
+    finally:
+        reader.close()
+
+
+def _video_packets(parts: list[Path]) -> Iterator[tuple[av.Packet, object]]:
+    for part in parts:
+        with av.open(str(part)) as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                if packet.size:
+                    yield packet, stream.time_base
+
+
+def _time(packet: av.Packet, time_base) -> float:
+    ts = packet.dts if packet.dts is not None else packet.pts
+    return float(ts * time_base) if ts is not None else float("-inf")
+
+
+def join_parts(src: str | Path, parts: list[Path], dst: str | Path, enc: EncoderOptions) -> int:
+    """Join encoded parts and the source's other streams into `dst` (see the module contract); returns video packets."""
+    reader = VideoReader(src)
+    try:
+        with av.open(str(parts[0])) as first:
+            template = first.streams.video[0]
+            width, height = template.codec_context.width, template.codec_context.height
+            writer = VideoWriter(dst, None, reader, width, height, enc, label=str(dst), template=template)
+        try:
+            video = ((_time(p, tb), 0, n, ("v", p, tb)) for n, (p, tb) in enumerate(_video_packets(parts)))
+            other = ((_time(p, p.time_base), 1, n, ("o", p, None)) for n, p in enumerate(reader.passthrough_packets()))
+            for _, _, _, (kind, packet, tb) in heapq.merge(video, other):
+                if kind == "v":
+                    writer.mux_video(packet, tb)
+                else:
+                    writer.mux(packet)
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.packets_written
+    finally:
+        reader.close()
