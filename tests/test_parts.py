@@ -53,3 +53,26 @@ def test_parts_whose_decoding_timestamps_go_back_are_refused(tmp_path):
     with pytest.raises(OutputError, match="cannot be joined"):
         join_parts(src, [parts[1], parts[0], *parts[2:]], tmp_path / "out.mkv", enc)
     assert np.all([p.exists() for p in parts])
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_x264_parts_with_b_frames_join_with_rising_decoding_timestamps(tmp_path, suffix):
+    """Matroska stores no decoding timestamps, so its demuxer leaves the encoder's first B-frame-delayed packets of
+    each part without one; the joiner gives them the ticks before the first known one. Lossy parts are not the
+    streaming output bit for bit, but frames, timestamps and audio are."""
+    src = make_clip(tmp_path / "in.mkv", pts=VFR)
+    single = tmp_path / f"single{suffix}"
+    upscale_video(src, single, 2, None)
+    segments = plan(probe(src), 0.6)
+    parts = [tmp_path / f"part{s.index}{suffix}" for s in segments]
+    for s, p in zip(segments, parts, strict=True):
+        encode_segment(src, s, p, 2, None, EncoderOptions())
+    joined = tmp_path / f"joined{suffix}"
+    join_parts(src, parts, joined, EncoderOptions())
+    a, b = frames_of(single), frames_of(joined)
+    assert len(a) == len(b) == len(VFR)
+    assert [f.pts * f.time_base for f in a] == [f.pts * f.time_base for f in b]
+    assert packets_of(joined, "audio") == packets_of(src, "audio")
+    with av.open(str(joined)) as c:
+        dts = [p.dts for p in c.demux(c.streams.video[0]) if p.size and p.dts is not None]
+    assert all(x < y for x, y in zip(dts, dts[1:], strict=False))

@@ -332,6 +332,10 @@ def upscale(
     ensemble: EnsembleOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
+    workers: Annotated[
+        int, typer.Option(help="Video files: split into segments and upscale them in this many processes (CPU).")
+    ] = 1,
+    segment: Annotated[float, typer.Option(help="Seconds of video per segment with --workers.")] = 10.0,
 ) -> None:
     """Upscale an image, a folder of images (PNG out, same stems), a video file, a stream URL or stdin."""
     _passive_openmp()
@@ -347,27 +351,43 @@ def upscale(
 
     if src != "-" and not is_url(src) and not src_path.exists():
         raise InputError(f"{src}: no such file or folder; check the path")
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and (src == "-" or is_url(src) or dst == "-"):
+        raise UsageError("--workers needs a video file in and a file out (not - or a URL); drop --workers")
+    if not segment > 0:
+        raise UsageError(f"--segment must be a positive number of seconds, got {segment}")
     from .pipeline import upscale_video
 
     upscaler = _load_upscaler(
         weights, scale, arch.value, device, backend.value, precision.value if precision else None, bool(ensemble)
     )
     with _VideoProgress(quiet) as progress:
-        summary = upscale_video(
-            src,
-            dst,
-            scale,
-            upscaler,
-            codec=codec,
-            crf=crf,
-            preset=preset,
-            pix_fmt=pix_fmt,
-            fmt_in=fmt if src == "-" else None,
-            fmt_out=fmt if dst == "-" else None,
-            overwrite=overwrite,
-            progress=progress,
-            hwaccel=hwaccel,
-        )
+        if workers > 1:
+            from .scaleout import spec_for, upscale_segmented
+            from .video import EncoderOptions
+
+            summary = upscale_segmented(
+                src, dst, scale, spec_for(upscaler, workers), workers, upscaler=upscaler, seconds=segment,
+                enc=EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt), overwrite=overwrite,
+                progress=progress, notice=lambda text: progress({"event": "warning", "message": text}),
+            )  # fmt: skip
+        else:
+            summary = upscale_video(
+                src,
+                dst,
+                scale,
+                upscaler,
+                codec=codec,
+                crf=crf,
+                preset=preset,
+                pix_fmt=pix_fmt,
+                fmt_in=fmt if src == "-" else None,
+                fmt_out=fmt if dst == "-" else None,
+                overwrite=overwrite,
+                progress=progress,
+                hwaccel=hwaccel,
+            )
     if not quiet:
         (w, h), (ow, oh) = summary.in_size, summary.out_size
         err_console.print(

@@ -57,12 +57,31 @@ def encode_segment(
 
 
 def _video_packets(parts: list[Path]) -> Iterator[tuple[av.Packet, object]]:
+    """Every part's video packets in order, each with a decoding timestamp. Matroska stores none: its demuxer
+    leaves the first packets of a stream with B-frames without one (the encoder's delay) and the joined stream
+    needs them; they get the ticks just before the first known one, which keeps them rising and <= their pts."""
     for part in parts:
         with av.open(str(part)) as container:
             stream = container.streams.video[0]
+            head: list[av.Packet] = []
+            last = None
             for packet in container.demux(stream):
-                if packet.size:
-                    yield packet, stream.time_base
+                if not packet.size:
+                    continue
+                if packet.dts is None and last is None:
+                    head.append(packet)
+                    continue
+                if packet.dts is None:
+                    packet.dts = last + 1
+                for k, early in enumerate(head):
+                    early.dts = min(early.pts, packet.dts - (len(head) - k))
+                    yield early, stream.time_base
+                head = []
+                last = packet.dts
+                yield packet, stream.time_base
+            for early in head:  # no packet had a decoding timestamp: intra-only, decoding order is display order
+                early.dts = early.pts
+                yield early, stream.time_base
 
 
 def _time(packet: av.Packet, time_base) -> float:
