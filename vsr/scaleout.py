@@ -132,6 +132,7 @@ def upscale_segmented(
     tmp = None
     pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (spec,))
     try:
+        shutil.rmtree(work, ignore_errors=True)  # the name has our PID: an existing one is a dead run's
         work.mkdir()
         parts = [work / f"part{s.index:05d}{suffix}" for s in segments]
         pending = {s.index: pool.apply_async(_run_segment, (src, s, str(parts[s.index]), scale, enc)) for s in segments}
