@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import signal
 import sys
 import time
@@ -44,24 +47,124 @@ def test_a_clip_too_short_to_split_takes_the_streaming_path(tmp_path, weights):
     assert len(frames_of(tmp_path / "out.mkv")) == len(frames_of(src))
 
 
+@pytest.mark.parametrize("flag", [["--workers", 2], ["--resume"], ["--ray", "local"]])
 @pytest.mark.parametrize("args", [["-", "out.mkv"], ["in.mkv", "-"]])
-def test_workers_need_files(tmp_path, weights, args):
+def test_segmented_runs_need_files(tmp_path, weights, args, flag):
     make_clip(tmp_path / "in.mkv", audio=None)
-    r = vsr("upscale", *[tmp_path / a if a != "-" else a for a in args], "--weights", weights, "--workers", 2)
-    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "--workers needs a video file in and a file out" in r.stderr
+    r = vsr("upscale", *[tmp_path / a if a != "-" else a for a in args], "--weights", weights, *flag)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "--workers, --ray and --resume need video files in and out" in r.stderr
 
 
-def test_sigterm_stops_the_workers_and_leaves_nothing(tmp_path, weights):
+def test_option_errors_come_at_once_with_workers(tmp_path, weights):
+    src = make_clip(tmp_path / "in.mkv", audio=None)
+    r = vsr("upscale", src, tmp_path / "out.mkv", "--weights", weights, "--workers", 2, "--codec", "nope")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "encoder 'nope' is not available" in r.stderr, r.stderr
+    assert names(tmp_path) == {"in.mkv"}
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def _wait_for(predicate, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _parts_done(work) -> int:
+    try:
+        return len(json.loads((work / "manifest.json").read_text())["parts"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+LONG = list(range(0, 120 * 40, 40))  # 120 frames at 25 fps
+GOP = {"x264-params": "keyint=10:min-keyint=10:scenecut=0"}
+
+
+def test_sigint_keeps_the_finished_segments_and_resume_finishes_the_same_file(tmp_path, weights):
+    src = make_clip(tmp_path / "in.mkv", pts=LONG, size=(96, 64), options=GOP)
+    common = ["--scale", 2, "--weights", weights, "--codec", "ffv1", "--workers", 2, "--segment", 0.4]
+    out, work = tmp_path / "out.mkv", tmp_path / ".out.mkv.vsr-work"
+    proc = spawn([sys.executable, "-m", "vsr", "upscale", src, out, *common])
+    assert _wait_for(lambda: _parts_done(work) >= 2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert lines[-1] == "vsr: interrupted; no partial file was left", err
+    assert "segments are done and kept in" in lines[-2] and "--resume continues" in lines[-2]
+    kept = _parts_done(work)
+    assert names(tmp_path) == {"in.mkv", work.name} and kept >= 2
+    assert not [p for p in work.iterdir() if ".writing" in p.name]
+    r = vsr("upscale", src, out, *common)  # without --resume: refused, nothing touched
+    assert r.returncode == 3 and "add --resume to reuse them" in r.stderr
+    r = vsr("upscale", src, out, *common, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert re.search(f"reusing {kept} of [0-9]+ segments from an earlier run", r.stderr), r.stderr
+    r = vsr("upscale", src, tmp_path / "whole.mkv", *common)
+    assert r.returncode == 0, r.stderr
+    assert _decoded(out) == _decoded(tmp_path / "whole.mkv")
+    assert packets_of(out, "audio") == packets_of(src, "audio")
+    assert names(tmp_path) == {"in.mkv", "out.mkv", "whole.mkv"}
+
+
+def test_a_killed_worker_process_is_replaced_and_the_run_completes(tmp_path, weights):
+    src = make_clip(tmp_path / "in.mkv", pts=LONG, size=(96, 64), options=GOP, audio=None)
+    out, work = tmp_path / "out.mkv", tmp_path / ".out.mkv.vsr-work"
+    proc = spawn([sys.executable, "-m", "vsr", "upscale", src, out, "--scale", 2, "--weights", weights, "--codec",
+                  "ffv1", "--workers", 2, "--segment", 0.4])  # fmt: skip
+    assert _wait_for(lambda: _parts_done(work) >= 1)
+    victims = _children(proc.pid)
+    assert victims
+    os.kill(max(victims), signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert len(frames_of(out)) == len(LONG) and names(tmp_path) == {"in.mkv", "out.mkv"}
+
+
+def test_a_folder_of_videos(tmp_path, weights):
+    (tmp_path / "in").mkdir()
+    a = make_clip(tmp_path / "in" / "a.mkv", pts=LONG[:60], options=GOP)
+    b = make_clip(tmp_path / "in" / "b.mp4", pts=LONG[:40], size=(48, 32), options=GOP, audio=None)
+    r = vsr("upscale", tmp_path / "in", tmp_path / "out", "--scale", 2, "--weights", weights, "--workers", 2,
+            "--segment", 0.4, "--codec", "ffv1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert names(tmp_path / "out") == {"a.mkv", "b.mp4"}
+    assert len(frames_of(tmp_path / "out" / "a.mkv")) == 60 and len(frames_of(tmp_path / "out" / "b.mp4")) == 40
+    assert packets_of(tmp_path / "out" / "a.mkv", "audio") == packets_of(a, "audio")
+    with av.open(str(tmp_path / "out" / "b.mp4")) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (96, 64)
+    assert b.exists()
+    r = vsr("upscale", tmp_path / "in", tmp_path / "out2", "--scale", 2, "--weights", weights)  # one process
+    assert r.returncode == 0, r.stderr
+    assert names(tmp_path / "out2") == {"a.mkv", "b.mp4"}
+
+
+def test_sigterm_stops_the_workers_and_leaves_nothing_at_the_target(tmp_path, weights):
     src = make_clip(tmp_path / "long.mkv", pts=list(range(0, 240 * 40, 40)), size=(160, 120), audio=None)
     out = tmp_path / "out.mkv"
     proc = spawn([sys.executable, "-m", "vsr", "upscale", src, out, "--scale", 2, "--weights", weights, "--workers", 2,
                   "--segment", 1, "--arch", "9-5-5"])  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(p.name.startswith(".out.mkv.vsr-parts") for p in tmp_path.iterdir()):
-        time.sleep(0.1)
+    assert _wait_for(lambda: (tmp_path / ".out.mkv.vsr-work").is_dir(), 60)
     time.sleep(1.0)  # the workers are busy
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "vsr: interrupted by SIGTERM; no partial file was left", err
-    assert names(tmp_path) == {"long.mkv"}
+    assert names(tmp_path) <= {"long.mkv", ".out.mkv.vsr-work"}
+    assert not _children(proc.pid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 
 import numpy as np
@@ -27,7 +28,7 @@ def _whole(src) -> list[Picture]:
 def _segment(src, seg) -> list[Picture]:
     reader = VideoReader(src)
     try:
-        return list(reader.read_segment(seg.seek_pts, seg.start_pts, seg.frames))
+        return list(reader.read_segment(seg))
     finally:
         reader.close()
 
@@ -91,13 +92,13 @@ def test_plan_by_hand():
 
 
 def test_a_segment_that_cannot_be_decoded_whole_is_an_error(clips):
-    from vsr.errors import InputError
+    from vsr.segments import SegmentError
 
     src = clips["gop20"]
     last = plan(probe(src), 0.6)[-1]
     reader = VideoReader(src)
     try:
-        with pytest.raises(InputError, match=f"gave {last.frames} frames, {last.frames + 1} expected"):
-            list(reader.read_segment(last.seek_pts, last.start_pts, last.frames + 1))
+        with pytest.raises(SegmentError, match=f"gave {last.frames} frames, {last.frames + 1} expected"):
+            list(reader.read_segment(dataclasses.replace(last, frames=last.frames + 1)))
     finally:
         reader.close()

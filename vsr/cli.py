@@ -333,70 +333,140 @@ def upscale(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
     workers: Annotated[
-        int, typer.Option(help="Video files: split into segments and upscale them in this many processes (CPU).")
+        int,
+        typer.Option(help="Video files: split into segments and upscale them in this many local processes (CPU)."),
     ] = 1,
-    segment: Annotated[float, typer.Option(help="Seconds of video per segment with --workers.")] = 10.0,
+    segment: Annotated[
+        float | None,
+        typer.Option(help="Seconds of video per segment (default: 1/8 of the video, 2-10 s).", show_default=False),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Reuse the finished segments an interrupted segmented run left (implies segments)."),
+    ] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the segments as Ray tasks: local (start Ray here) or a cluster address (HOST:PORT, ray://...); "
+            "needs pip install 'vsr[ray]'.",
+        ),
+    ] = None,
 ) -> None:
-    """Upscale an image, a folder of images (PNG out, same stems), a video file, a stream URL or stdin."""
+    """Upscale an image, a folder of images or videos, a video file, a stream URL or stdin."""
     _passive_openmp()
     from .imageio import is_image_path
+    from .video import is_url
 
     _check_scale(scale)
     src_path = Path(src)
-    if src != "-" and (src_path.is_dir() or is_image_path(src_path)):
+    segmented = workers > 1 or resume or ray is not None
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if ray is not None and workers > 1:
+        raise UsageError("--ray and --workers exclude each other: Ray's resources decide how many segments run at once")
+    if segment is not None and not segment > 0:
+        raise UsageError(f"--segment must be a positive number of seconds, got {segment}")
+    if segmented and (src == "-" or is_url(src) or dst == "-"):
+        raise UsageError("--workers, --ray and --resume need video files in and out (not - or a URL); drop them")
+    if segmented and hwaccel:
+        raise UsageError("--hwaccel works in one process; drop it, or drop --workers/--ray/--resume")
+    if src != "-" and src_path.is_dir():
+        videos, images = _folder_media(src_path)
+        if images or not videos:
+            ens = True if ensemble is None else ensemble
+            _upscale_images(src_path, Path(dst), scale, weights, arch.value, device, ens, overwrite, quiet)
+        if not videos:
+            return
+        pairs = _video_pairs(videos, Path(dst), overwrite)
+    elif src != "-" and is_image_path(src_path):
         ens = True if ensemble is None else ensemble
         _upscale_images(src_path, Path(dst), scale, weights, arch.value, device, ens, overwrite, quiet)
         return
-    from .video import is_url
-
-    if src != "-" and not is_url(src) and not src_path.exists():
-        raise InputError(f"{src}: no such file or folder; check the path")
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
-    if workers > 1 and (src == "-" or is_url(src) or dst == "-"):
-        raise UsageError("--workers needs a video file in and a file out (not - or a URL); drop --workers")
-    if not segment > 0:
-        raise UsageError(f"--segment must be a positive number of seconds, got {segment}")
-    from .pipeline import upscale_video
-
+    else:
+        if src != "-" and not is_url(src) and not src_path.exists():
+            raise InputError(f"{src}: no such file or folder; check the path")
+        pairs = [(src, dst)]
     upscaler = _load_upscaler(
         weights, scale, arch.value, device, backend.value, precision.value if precision else None, bool(ensemble)
     )
-    with _VideoProgress(quiet) as progress:
-        if workers > 1:
-            from .scaleout import spec_for, upscale_segmented
-            from .video import EncoderOptions
+    from .video import EncoderOptions
 
-            summary = upscale_segmented(
-                src, dst, scale, spec_for(upscaler, workers), workers, upscaler=upscaler, seconds=segment,
-                enc=EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt), overwrite=overwrite,
-                progress=progress, notice=lambda text: progress({"event": "warning", "message": text}),
+    enc = EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
+    with _VideoProgress(quiet) as progress:
+        notice = lambda text: progress({"event": "warning", "message": text})  # noqa: E731
+        if segmented:
+            from .scaleout import upscale_segmented
+
+            pool = _segment_workers(upscaler, workers, ray, notice)
+            summaries = upscale_segmented(
+                pairs, scale, pool, upscaler=upscaler, enc=enc, seconds=segment, overwrite=overwrite, resume=resume,
+                progress=progress, notice=notice,
             )  # fmt: skip
         else:
-            summary = upscale_video(
-                src,
-                dst,
-                scale,
-                upscaler,
-                codec=codec,
-                crf=crf,
-                preset=preset,
-                pix_fmt=pix_fmt,
-                fmt_in=fmt if src == "-" else None,
-                fmt_out=fmt if dst == "-" else None,
-                overwrite=overwrite,
-                progress=progress,
-                hwaccel=hwaccel,
-            )
+            from .pipeline import upscale_video
+
+            summaries = []
+            for one_src, one_dst in pairs:
+                summaries.append(
+                    upscale_video(
+                        one_src,
+                        one_dst,
+                        scale,
+                        upscaler,
+                        codec=codec,
+                        crf=crf,
+                        preset=preset,
+                        pix_fmt=pix_fmt,
+                        fmt_in=fmt if one_src == "-" else None,
+                        fmt_out=fmt if one_dst == "-" else None,
+                        overwrite=overwrite,
+                        progress=progress,
+                        hwaccel=hwaccel,
+                    )  # fmt: skip
+                )
     if not quiet:
-        (w, h), (ow, oh) = summary.in_size, summary.out_size
-        err_console.print(
-            f"{summary.frames} frames {w}x{h} -> {ow}x{oh} ({summary.codec}, {summary.pix_fmt}) in "
-            f"{summary.elapsed_s:.1f} s, {summary.fps:.1f} fps -> {summary.dst}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+        for summary in summaries:
+            (w, h), (ow, oh) = summary.in_size, summary.out_size
+            err_console.print(
+                f"{summary.frames} frames {w}x{h} -> {ow}x{oh} ({summary.codec}, {summary.pix_fmt}) in "
+                f"{summary.elapsed_s:.1f} s, {summary.fps:.1f} fps -> {summary.dst}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".flv", ".mpg", ".mpeg", ".wmv", ".ogv"}
+)
+
+
+def _folder_media(folder: Path) -> tuple[list[Path], list[Path]]:
+    """A folder's video files and image files, sorted by name (not its subfolders)."""
+    from .imageio import is_image_path
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES], [p for p in files if is_image_path(p)]
+
+
+def _video_pairs(videos: list[Path], dst: Path, overwrite: bool) -> list[tuple[str, str]]:
+    """OUTDIR/<same name> for each video, checked before any work (the folder is created)."""
+    from .images import output_folder
+
+    output_folder(videos[0].parent, dst, [dst / v.name for v in videos], overwrite)
+    return [(str(v), str(dst / v.name)) for v in videos]
+
+
+def _segment_workers(upscaler, workers: int, ray: str | None, notice):
+    """The workers of a segmented run: Ray tasks (`--ray`) or local processes."""
+    if ray is not None:
+        from .rayrun import RayWorkers
+        from .scaleout import spec_for
+
+        return RayWorkers(ray, spec_for(upscaler, 1, cpu_only=False), notice=notice)
+    from .scaleout import LocalWorkers, spec_for
+
+    return LocalWorkers(spec_for(upscaler, workers), workers)
 
 
 def _upscale_images(
@@ -459,7 +529,10 @@ class _VideoProgress:
             total = event["total_frames"]
             (w, h), (ow, oh) = event["in_size"], event["out_size"]
             desc = f"{w}x{h} -> {ow}x{oh}"
-            self.task = self.progress.add_task(desc, total=total, total_text=total or "?", fps=0.0)
+            if event.get("files", 1) > 1:
+                desc = f"{event['files']} videos"
+            done = event.get("done_frames", 0)  # reused by --resume
+            self.task = self.progress.add_task(desc, total=total, completed=done, total_text=total or "?", fps=0.0)
         elif kind == "progress" and self.task is not None:
             total = event["total_frames"]
             if total is not None and event["frames"] > total:  # the container's count was an estimate

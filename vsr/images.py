@@ -70,21 +70,11 @@ def image_jobs(src: Path, dst: Path, overwrite: bool) -> list[tuple[Path, Path]]
         raise InputError(f"{src}: no such file or folder; check the path")
     if src.is_dir():
         files = list_images(src)
-        if dst.exists() and not dst.is_dir():
-            raise OutputError(f"{dst}: input is a folder, so the output must be a folder too")
         stems = [p.stem for p in files]
         if len(set(stems)) != len(stems):
             raise InputError(f"{src}: several images share a name stem (e.g. a.png and a.jpg); outputs would collide")
         jobs = [(p, dst / f"{p.stem}.png") for p in files]
-        if dst.resolve() == src.resolve():
-            raise OutputError(f"{dst}: output folder is the input folder; choose another output folder")
-        for _, out in jobs:
-            if out.exists() and not overwrite:
-                raise OutputError(f"{out} already exists; pass --overwrite to replace it or choose another output folder")
-        try:
-            dst.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"{dst}: cannot create the output folder ({exc.strerror})") from None
+        output_folder(src, dst, [out for _, out in jobs], overwrite)
         return jobs
     if not is_image_path(dst):
         raise OutputError(f"{dst}: unsupported image suffix {dst.suffix!r}; use .png, .jpg, .bmp, .tif or .webp")
@@ -92,6 +82,22 @@ def image_jobs(src: Path, dst: Path, overwrite: bool) -> list[tuple[Path, Path]]
         raise OutputError(f"{dst}: output is the input file; choose another output path")
     _check_target(dst, overwrite)
     return [(src, dst)]
+
+
+def output_folder(src: Path, dst: Path, outputs: list[Path], overwrite: bool) -> None:
+    """Check the outputs `outputs` in folder `dst` of the inputs in folder `src` (not the input folder, none
+    existing without `overwrite`), then create `dst`."""
+    if dst.exists() and not dst.is_dir():
+        raise OutputError(f"{dst}: input is a folder, so the output must be a folder too")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise OutputError(f"{dst}: output folder is the input folder; choose another output folder")
+    for out in outputs:
+        if out.exists() and not overwrite:
+            raise OutputError(f"{out} already exists; pass --overwrite to replace it or choose another output folder")
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{dst}: cannot create the output folder ({exc.strerror})") from None
 
 
 def upscale_files(jobs: list[tuple[Path, Path]], scale: int, upscaler: YUpscaler | None, on_done=lambda src, dst: None) -> None:

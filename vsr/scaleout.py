@@ -1,181 +1,470 @@
-"""`vsr upscale --workers N`: a video split into segments, super-resolved by N local worker processes, joined.
+"""Segment-parallel `vsr upscale`: videos split into segments, super-resolved by worker processes or Ray tasks,
+joined; finished segments kept for `--resume`.
 
 Contract:
-- `upscale_segmented(src, dst, scale, spec, workers, ...)` plans segments (`vsr.segments.plan`, `seconds` each),
-  hands them to `workers` processes as they finish (a `multiprocessing` pool, spawn), each encoding its segment
-  into a part file (`vsr.parts.encode_segment`) in a hidden work folder beside `dst`
-  (`.NAME.vsr-parts-PID`), then joins the parts and the source's other streams (`vsr.parts.join_parts`) into a
-  hidden temporary file that is renamed onto `dst` only when complete (`vsr.atomic`). The work folder is removed
-  in every case: success, error, Ctrl-C or SIGTERM (the workers ignore SIGINT and are terminated by the parent;
-  a stop during the join, a fast remux, is held until it ends and then taken, before the rename).
-  `--resume` and Ray are not implemented yet (issue 13).
-- Each worker builds its own upscaler from `spec` (`WorkerSpec`: the weights as safetensors bytes, so loading them
-  runs no code, the architecture, CPU only for now) and uses `threads` torch threads (the machine's cores divided
-  among the workers).
-- A segment that fails is tried once more; a second failure is an error naming the segment.
-- Input that cannot be split (no timestamps in its packets, a stream, one segment only) goes through the
-  streaming path (`vsr.pipeline.upscale_video`) with a notice: the output is the same either way.
-- `progress(event)` gets "start", "progress" (frames done of total, fps) and "done" events like the pipeline's.
+- `upscale_segmented(pairs, scale, workers, ...)` takes (input, output) video pairs. Each input is probed and
+  cut into segments (`vsr.segments.plan`, `seconds` each, default `auto_seconds`); each output gets a work
+  folder (`vsr.workdir.WorkFolder`, identified by input, options, weights and engine) whose finished parts are
+  reused under `resume`. Segments of all the files are handed to `workers` (`LocalWorkers`: spawned processes
+  sharing the machine's cores; or `vsr.rayrun.RayWorkers`), at most `workers.slots` at a time, as they finish.
+  Each worker encodes its segment into a part file (`vsr.parts.encode_segment`); when the last part of a file
+  is in, the parts and the source's other streams are joined (`vsr.parts.join_parts`, in this thread, signals
+  held) into a hidden temporary file renamed onto the output only when complete; its work folder is then
+  removed. Returns one `VideoSummary` per pair.
+- Before any work every output is checked as the streaming path checks it (exists, same as input, folder) and
+  a trial writer opens the encoder and the output format, so option and format errors come at once, as
+  usual. A worker's `VsrError` ends the run as it is; any other failure of a segment is retried once, then
+  ends the run naming the segment; a worker process that dies (killed, out of memory) makes the pool start
+  anew, its segments charged one try each. A stop signal ends the run at once (workers killed).
+- On an error or a stop, each unfinished output's finished parts stay in its work folder and a notice says
+  how many and that the same command with --resume continues; nothing is ever left at an output's path.
+- Input that cannot be split (packets without timestamps, one segment only, or a segment that does not decode
+  to the frames the probe listed: `SegmentError`) is upscaled by the streaming path
+  (`vsr.pipeline.upscale_video`, with the caller's `upscaler`) with a notice: the output is the same.
+- `progress(event)` gets one "start" (all files' frames, those reused included as `done_frames`), "progress"
+  (frames done of the total, fps of this run's work) and "done" events, and "warning" events for the workers'
+  warnings and notices.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import hashlib
 import multiprocessing
 import os
-import shutil
 import signal
 import time
-from dataclasses import dataclass
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .atomic import publish, remove, temp_path
-from .errors import VsrError
+from .errors import OutputError, VsrError
 from .pipeline import VideoSummary, _check_target, upscale_video
 from .resize import output_length
-from .segments import plan, probe
+from .segments import Segment, SegmentError, plan, probe
 from .signals import check as check_stop
 from .signals import deferred
-from .video import EncoderOptions, VideoReader
+from .video import EncoderOptions, VideoReader, VideoWriter, encoder_settings
+from .workdir import WorkFolder, input_identity
+
+RUN_FORMAT = "vsr-segmented-1"  # part of a work folder's identity: bump when parts change meaning
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What a worker needs to build the upscaler (see the module contract)."""
+    """What a worker needs to build the upscaler: the weights as safetensors bytes (loading runs no code)."""
 
-    weights: bytes  # safetensors
+    weights: bytes
     arch: str  # f1-f2-f3
     n1: int
     n2: int
     ensemble: bool
-    threads: int
+    threads: int  # torch threads per worker; 0 leaves torch's default (Ray sets OMP_NUM_THREADS per task)
+    device: str = "cpu"  # "cuda": a GPU task (Ray, num_gpus=1), built by `make_upscaler` like the CLI's
+    backend: str = "eager"
+    precision: str | None = None
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.weights).hexdigest()
+
+    @property
+    def engine(self) -> str:
+        """What decides the numbers a worker computes (parts of different engines are not mixed)."""
+        if self.device == "cpu":
+            return "cpu-fp32"
+        return f"{self.device}-{self.precision or 'fp16'}-{self.backend}"
 
 
-def spec_for(upscaler, workers: int) -> WorkerSpec:
-    """The `WorkerSpec` of a CPU upscaler built by the CLI (an `Upscaler` or a `SelfEnsemble` around one)."""
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def spec_for(upscaler, workers: int, cpu_only: bool = True) -> WorkerSpec:
+    """The CPU `WorkerSpec` of an upscaler built by the CLI (an `Upscaler` or a `SelfEnsemble` around one), for
+    `workers` processes sharing this machine's cores. `cpu_only=False` (Ray) takes a GPU upscaler's model too."""
     from safetensors.torch import save
 
     inner = getattr(upscaler, "upscaler", upscaler)
-    if torch.device(inner.device).type != "cpu":
+    if cpu_only and torch.device(inner.device).type != "cpu":
         raise VsrError("--workers runs on the CPU; use --device cpu with it (one process drives a GPU best)")
     model = inner.model
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     cfg = model.config
-    return WorkerSpec(save(state), cfg.arch, cfg.n1, cfg.n2, upscaler is not inner, max(1, cores // workers))
+    return WorkerSpec(save(state), cfg.arch, cfg.n1, cfg.n2, upscaler is not inner, max(1, cores() // workers))
 
 
-_upscaler = None  # per worker process
+def build_upscaler(spec: WorkerSpec, notice=lambda text: None):
+    """The upscaler `spec` describes, in this process."""
+    from safetensors.torch import load
+
+    from .engine import SelfEnsemble, Upscaler, make_upscaler
+    from .model import SRCNN, SRCNNConfig
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    model = SRCNN(SRCNNConfig.from_arch(spec.arch, spec.n1, spec.n2))
+    model.load_state_dict(load(spec.weights))
+    if spec.device == "cpu":
+        upscaler = Upscaler(model, "cpu")
+    else:
+        upscaler = make_upscaler(model, spec.backend, spec.device, spec.precision, notice=notice)
+    return SelfEnsemble(upscaler) if spec.ensemble else upscaler
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    """One segment to encode into `part` (a path the worker can write, or for Ray a name only)."""
+
+    src: str
+    segment: Segment
+    part: str
+    scale: float
+    enc: EncoderOptions
+    fmt: str | None  # the output's container format
+    label: str  # the output's name, for errors
+
+
+def run_task(task: SegmentTask, upscaler) -> tuple[int, list[str]]:
+    """Encode `task`'s segment with `upscaler`; returns (frames, warnings)."""
+    from .parts import encode_segment
+
+    warnings: list[str] = []
+    frames = encode_segment(
+        task.src, task.segment, task.part, task.scale, upscaler, task.enc, fmt=task.fmt, label=task.label,
+        warn=warnings.append,
+    )  # fmt: skip
+    return frames, warnings
+
+
+_worker: dict = {}  # per worker process: the upscaler
 
 
 def _init_worker(spec: WorkerSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
-    torch.set_num_threads(spec.threads)
-    from safetensors.torch import load
-
-    from .engine import SelfEnsemble, Upscaler
-    from .model import SRCNN, SRCNNConfig
-
-    model = SRCNN(SRCNNConfig.from_arch(spec.arch, spec.n1, spec.n2))
-    model.load_state_dict(load(spec.weights))
-    global _upscaler
-    _upscaler = Upscaler(model, "cpu")
-    if spec.ensemble:
-        _upscaler = SelfEnsemble(_upscaler)
+    _worker["upscaler"] = build_upscaler(spec)
 
 
-def _run_segment(src: str, segment, part: str, scale: float, enc: EncoderOptions) -> int:
-    from .parts import encode_segment
+def _run_in_worker(task: SegmentTask) -> tuple[int, list[str]]:
+    return run_task(task, _worker["upscaler"])
 
-    return encode_segment(src, segment, part, scale, _upscaler, enc)
+
+@contextmanager
+def _sigint_blocked():
+    """Children started inside inherit a blocked SIGINT: a Ctrl-C while they import torch (seconds, before
+    `_init_worker` can ignore it) must not print their tracebacks. The mask survives fork and exec."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class LocalWorkers:
+    """`count` spawned worker processes on this machine, `spec.threads` torch threads each."""
+
+    def __init__(self, spec: WorkerSpec, count: int):
+        self.spec, self.slots, self._pool = spec, count, None
+        self.engine, self.weights_digest = spec.engine, spec.digest
+        self.name = f"{count} worker processes"
+
+    def _ensure(self):
+        if self._pool is None:
+            with _sigint_blocked():
+                ctx = multiprocessing.get_context("spawn")
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    self.slots, mp_context=ctx, initializer=_init_worker, initargs=(self.spec,)
+                )
+        return self._pool
+
+    def submit(self, task: SegmentTask):
+        with _sigint_blocked():  # the pool starts its processes on submit
+            return self._ensure().submit(_run_in_worker, task)
+
+    @staticmethod
+    def wait(handles, timeout: float):
+        return concurrent.futures.wait(handles, timeout, concurrent.futures.FIRST_COMPLETED).done
+
+    @staticmethod
+    def outcome(handle, task: SegmentTask) -> tuple[int, list[str]]:
+        """The task's result; raises its exception, `WorkerDied` if its process died."""
+        try:
+            return handle.result()
+        except BrokenProcessPool:
+            raise WorkerDied() from None
+
+    def restart(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        procs = list((getattr(pool, "_processes", None) or {}).values())  # CPython's executor keeps them here
+        for proc in procs:  # a running segment would take its whole length to notice a shutdown
+            try:
+                proc.kill()
+            except (OSError, ValueError):
+                pass
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class WorkerDied(Exception):
+    """A worker process ended abruptly (killed, out of memory, crashed)."""
+
+
+@dataclass
+class _Job:
+    src: str
+    dst: str
+    segments: list[Segment]
+    folder: WorkFolder | None
+    in_size: tuple[int, int]
+    out_size: tuple[int, int]
+    codec: str
+    pix_fmt: str
+    fmt: str | None
+    parts: dict[int, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    streaming: str | None = None  # why the streaming path takes it
+    summary: VideoSummary | None = None
+    reused: int = 0
+
+    @property
+    def frames(self) -> int:
+        return sum(s.frames for s in self.segments)
+
+
+def auto_seconds(duration_s: float) -> float:
+    """Default segment length: ~1/8 of the video (so --resume keeps most of the work and 2-4 workers stay busy
+    to the end), between 2 and 10 seconds. Independent of the worker count, so a run resumed with other
+    --workers still reuses its parts."""
+    return min(10.0, max(2.0, duration_s / 8))
+
+
+def _run_identity(src: str, dst: str, scale: float, enc: EncoderOptions, workers) -> dict:
+    return {
+        "format": RUN_FORMAT,
+        "input": input_identity(src),
+        "output_suffix": Path(dst).suffix.lower(),
+        "scale": scale,
+        "encoder": [enc.codec, enc.crf, enc.preset, enc.pix_fmt],
+        "weights_sha256": workers.weights_digest,
+        "engine": workers.engine,
+    }
+
+
+def _trial_writer(src: str, dst: str, scale: float, enc: EncoderOptions) -> tuple:
+    """Open the encoder and the output format as the streaming path would, on a temporary file beside `dst`
+    (removed): option and format errors come before any work. Returns (in info, out size, codec, pix_fmt)."""
+    reader = VideoReader(src)
+    tmp = temp_path(dst)
+    try:
+        info = reader.info
+        out_w, out_h = output_length(info.width, scale), output_length(info.height, scale)
+        writer = VideoWriter(tmp, None, reader, out_w, out_h, enc, label=dst)
+        writer.abort()
+        codec, _, pix_fmt = encoder_settings(enc, info.pix_fmt)
+        return info, (out_w, out_h), codec, pix_fmt
+    finally:
+        remove(tmp)
+        reader.close()
+
+
+def _prepare(src, dst, scale, enc, seconds, workers, resume, overwrite, notice) -> _Job:
+    _check_target(src, dst, overwrite)
+    info, out_size, codec, pix_fmt = _trial_writer(src, dst, scale, enc)
+    in_size = (info.width, info.height)
+    probed = probe(src)
+    segments: list[Segment] = []
+    if probed is not None and probed.frame_pts:
+        length = seconds
+        if length is None:
+            span = (probed.frame_pts[-1] - probed.frame_pts[0]) * probed.time_base
+            length = auto_seconds(float(span))
+        segments = plan(probed, length)
+    job = _Job(src, dst, segments, None, in_size, out_size, codec, pix_fmt, None)
+    if len(segments) < 2:
+        job.streaming = "its packets carry no timestamps" if probed is None else "it is shorter than two segments"
+        return job
+    job.folder = WorkFolder.open(
+        dst, _run_identity(src, dst, scale, enc, workers), resume=resume, overwrite=overwrite, notice=notice
+    )
+    for segment in segments:
+        part = job.folder.reusable(segment)
+        if part is not None:
+            job.parts[segment.index] = part
+    job.reused = len(job.parts)
+    if resume:
+        notice(f"{src}: reusing {job.reused} of {len(segments)} segments from an earlier run")
+    return job
 
 
 def upscale_segmented(
-    src: str | Path,
-    dst: str | Path,
+    pairs: list[tuple[str, str]],
     scale: float,
-    spec: WorkerSpec,
-    workers: int,
+    workers,
     *,
     upscaler=None,
     enc: EncoderOptions = EncoderOptions(),
-    seconds: float = 10.0,
+    seconds: float | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress=None,
     notice=lambda message: None,
-) -> VideoSummary:
-    """See the module contract. `upscaler` (the parent's) serves the streaming fallback."""
-    src, dst = str(src), str(dst)
+) -> list[VideoSummary]:
+    """See the module contract. `workers`: `LocalWorkers` or `RayWorkers`; `upscaler` (this process's) serves
+    the streaming path."""
     report = progress or (lambda event: None)
     t0 = time.perf_counter()
-    _check_target(src, dst, overwrite)
-    info = probe(src)
-    segments = plan(info, seconds) if info is not None else []
-    if len(segments) < 2:
-        why = "its packets carry no timestamps" if info is None else "it is shorter than two segments"
-        notice(f"{src}: not split ({why}); one process upscales it")
-        return upscale_video(
-            src, dst, scale, upscaler, codec=enc.codec, crf=enc.crf, preset=enc.preset, pix_fmt=enc.pix_fmt,
-            overwrite=overwrite, progress=progress,
-        )  # fmt: skip
-    reader = VideoReader(src)
-    in_info = reader.info
-    reader.close()
-    out_w, out_h = output_length(in_info.width, scale), output_length(in_info.height, scale)
-    target = Path(dst)
-    work = target.parent / f".{target.name}.vsr-parts-{os.getpid()}"
-    suffix = target.suffix or ".mkv"
-    total = sum(s.frames for s in segments)
-    report({"event": "start", "src": src, "dst": dst, "in_size": (in_info.width, in_info.height),
-            "out_size": (out_w, out_h), "total_frames": total, "segments": len(segments), "workers": workers})  # fmt: skip
-    tmp = None
-    pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (spec,))
+    jobs: list[_Job] = []
     try:
-        shutil.rmtree(work, ignore_errors=True)  # the name has our PID: an existing one is a dead run's
-        work.mkdir()
-        parts = [work / f"part{s.index:05d}{suffix}" for s in segments]
-        pending = {s.index: pool.apply_async(_run_segment, (src, s, str(parts[s.index]), scale, enc)) for s in segments}
-        tries = dict.fromkeys(pending, 1)
-        done = 0
-        while pending:
-            check_stop()
-            time.sleep(0.05)
-            for index, result in list(pending.items()):
-                if not result.ready():
-                    continue
-                del pending[index]
-                try:
-                    done += result.get()
-                except Exception as exc:  # noqa: BLE001 - a failed segment is tried once more
-                    if tries[index] >= 2:
-                        raise VsrError(f"{src}: segment {index + 1} of {len(segments)} failed twice ({exc})") from None
-                    tries[index] += 1
-                    remove(parts[index])
-                    seg = segments[index]
-                    pending[index] = pool.apply_async(_run_segment, (src, seg, str(parts[index]), scale, enc))
-                elapsed = time.perf_counter() - t0
-                report({"event": "progress", "frames": done, "total_frames": total, "elapsed_s": elapsed,
-                        "fps": done / elapsed if elapsed > 0 else 0.0, "position_s": None, "duration_s": None})  # fmt: skip
-        pool.close()
-        tmp = temp_path(target)
-        from .parts import join_parts
+        for src, dst in pairs:
+            jobs.append(_prepare(str(src), str(dst), scale, enc, seconds, workers, resume, overwrite, notice))
+        _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0)
+    finally:
+        workers.close()
+        for job in jobs:
+            if job.folder is not None and job.summary is None:
+                kept = job.folder.close()
+                if kept:
+                    notice(
+                        f"{job.dst}: {kept} of {len(job.segments)} segments are done and kept in {job.folder.path}; "
+                        "the same command with --resume continues"
+                    )
+    return [job.summary for job in jobs]
 
+
+def _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0) -> None:
+    total = sum(job.frames for job in jobs if not job.streaming)
+    reused = sum(job.segments[i].frames for job in jobs for i in job.parts)
+    first = next((job for job in jobs if not job.streaming), None)
+    if first is not None:
+        report({"event": "start", "src": first.src, "dst": first.dst, "in_size": first.in_size, "out_size": first.out_size,
+                "total_frames": total, "done_frames": reused, "files": len(jobs), "workers": workers.slots})  # fmt: skip
+    queue = [(job, s) for job in jobs if not job.streaming for s in job.segments if s.index not in job.parts]
+    queue.reverse()  # pop() from the end: the first file's first segment first
+    tries: dict[tuple[int, int], int] = {}
+    running: dict = {}  # handle -> (job, segment, task)
+    done = reused
+
+    def warn(job: _Job, message: str) -> None:
+        if message not in job.warnings:
+            job.warnings.append(message)
+            report({"event": "warning", "message": message})
+
+    def join_ready(job: _Job) -> None:
+        if job.streaming or job.summary is not None or len(job.parts) < len(job.segments):
+            return
+        _join(job, enc, lambda message: warn(job, message))
+        job.summary = _summary(job, job.frames, time.perf_counter() - t0)
+
+    for job in jobs:
+        join_ready(job)  # every part reused
+    while queue or running:
+        check_stop()
+        while queue and len(running) < workers.slots:
+            job, segment = queue.pop()
+            if job.streaming:
+                continue
+            part = job.folder.writing_path(segment.index, f"-{os.getpid()}")
+            task = SegmentTask(job.src, segment, str(part), scale, enc, job.fmt, job.dst)
+            running[workers.submit(task)] = (job, segment, task)
+        finished = workers.wait(list(running), 0.2)
+        died = []
+        for handle in finished:
+            job, segment, task = running.pop(handle)
+            try:
+                frames, warnings = workers.outcome(handle, task)
+            except SegmentError as exc:
+                if not job.streaming:
+                    job.streaming = f"a segment did not decode whole: {exc}"
+                continue
+            except VsrError:
+                raise
+            except WorkerDied:
+                died.append((job, segment))
+                continue
+            except Exception as exc:  # noqa: BLE001 - anything else is retried once
+                _charge(tries, job, segment, f"{type(exc).__name__}: {exc}")
+                queue.append((job, segment))
+                continue
+            if job.streaming:
+                continue
+            for message in warnings:
+                warn(job, message)
+            job.parts[segment.index] = job.folder.add(segment, Path(task.part), frames)
+            done += frames
+            elapsed = time.perf_counter() - t0
+            fps = (done - reused) / elapsed if elapsed > 0 else 0.0
+            report({"event": "progress", "frames": done, "total_frames": total, "elapsed_s": elapsed, "fps": fps,
+                    "position_s": None, "duration_s": None})  # fmt: skip
+            join_ready(job)
+        if died:  # the pool is broken: the segments that died and every one still running come back
+            died += [(j, s) for j, s, _ in running.values()]
+            running.clear()
+            workers.restart()
+            for job, segment in died:
+                _charge(tries, job, segment, "a worker process died: killed, or out of memory?")
+                queue.append((job, segment))
+    workers.close()
+    for job in jobs:
+        if job.streaming:
+            _stream(job, scale, upscaler, enc, overwrite, report if first is None and len(jobs) == 1 else None, notice)
+    elapsed = time.perf_counter() - t0
+    frames = sum(job.summary.frames for job in jobs)
+    if first is not None:
+        report({"event": "done", "frames": frames, "elapsed_s": elapsed, "fps": frames / elapsed if elapsed else 0.0,
+                "dst": first.dst})  # fmt: skip
+
+
+def _charge(tries: dict, job: _Job, segment: Segment, why: str) -> None:
+    key = (id(job), segment.index)
+    tries[key] = tries.get(key, 0) + 1
+    if tries[key] >= 2:
+        n = len(job.segments)
+        raise VsrError(f"{job.src}: segment {segment.index + 1} of {n} failed twice ({why}); the finished ones are kept")
+
+
+def _join(job: _Job, enc: EncoderOptions, warn) -> None:
+    from .parts import join_parts
+
+    parts = [job.parts[s.index] for s in job.segments]
+    tmp = temp_path(job.dst)
+    try:
         with deferred():  # PyAV muxes in this (the main) thread: a signal inside its C code would be mangled
-            join_parts(src, parts, tmp, enc)  # a stop that came meanwhile is raised here, before the rename
-        publish(tmp, target)
+            join_parts(job.src, parts, tmp, enc, job.segments, label=job.dst, warn=warn)
+        try:
+            publish(tmp, job.dst)
+        except OSError as exc:
+            raise OutputError(f"{job.dst}: cannot be written ({exc.strerror}); check the output folder") from None
         tmp = None
     finally:
-        pool.terminate()
-        pool.join()
         remove(tmp)
-        shutil.rmtree(work, ignore_errors=True)
-    elapsed_s = time.perf_counter() - t0
-    report({"event": "done", "frames": total, "elapsed_s": elapsed_s, "fps": total / elapsed_s, "dst": dst})
-    from .video import encoder_settings
+    job.folder.finish()
 
-    codec, _, pix_fmt = encoder_settings(enc, in_info.pix_fmt)
+
+def _stream(job: _Job, scale, upscaler, enc, overwrite, report, notice) -> None:
+    """The streaming path for `job`: `report` gets all its events (it is the only file) or None (warnings
+    become notices)."""
+    notice(f"{job.src}: not split ({job.streaming}); one process upscales it")
+    if job.folder is not None:
+        job.folder.finish()
+    job.summary = upscale_video(
+        job.src, job.dst, scale, upscaler, codec=enc.codec, crf=enc.crf, preset=enc.preset, pix_fmt=enc.pix_fmt,
+        overwrite=overwrite, progress=report or (lambda event: notice(event["message"]) if event["event"] == "warning" else None),
+    )  # fmt: skip
+
+
+def _summary(job: _Job, frames: int, elapsed_s: float) -> VideoSummary:
     return VideoSummary(
-        frames=total, elapsed_s=elapsed_s, fps=total / elapsed_s, in_size=(in_info.width, in_info.height),
-        out_size=(out_w, out_h), codec=codec, pix_fmt=pix_fmt, dst=dst, warnings=(),
+        frames=frames, elapsed_s=elapsed_s, fps=frames / elapsed_s if elapsed_s else 0.0, in_size=job.in_size,
+        out_size=job.out_size, codec=job.codec, pix_fmt=job.pix_fmt, dst=job.dst, warnings=tuple(job.warnings),
     )  # fmt: skip

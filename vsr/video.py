@@ -337,32 +337,46 @@ class VideoReader:
         self._pending.clear()
         if not self.passthrough:
             return
-        self._container.seek(0)
-        for packet in self._container.demux(self.passthrough):
-            if packet.size:
-                yield packet
+        with av.open(self.src, metadata_errors="replace") as fresh:
+            streams = [fresh.streams[s.index] for s in self.passthrough]
+            for packet in fresh.demux(streams):
+                if packet.size:
+                    yield packet
 
-    def read_segment(self, seek_pts: int, start_pts: int, frames: int) -> Iterator[Picture]:
-        """The `frames` pictures from `start_pts` on, in presentation order, decoded from the keyframe at or before
-        `seek_pts` (a `vsr.segments.Segment`); passthrough packets are left out. Format, size and colour are the
-        whole file's (fixed by its first frame, as for `read`). Replaces `read`: use one or the other."""
+    def read_segment(self, segment) -> Iterator[Picture]:
+        """The pictures of `segment` (a `vsr.segments.Segment`): those with `start_pts <= pts < end_pts`, in
+        presentation order, decoded from its seek keyframe; passthrough packets are left out. Format, size and
+        colour are the whole file's (fixed by its first frame, as for `read`). Replaces `read`: use one or the
+        other. Not exactly `segment.frames` pictures raises `SegmentError` (see `vsr.segments`)."""
+        from .segments import SegmentError
+
         self._items.close()
         self._pending.clear()
+        seek_pts, start, end = segment.seek_pts, segment.start_pts, segment.end_pts
         self._container.seek(seek_pts, stream=self.video, backward=True, any_frame=False)
+        first = next((p for p in self._container.demux(self.video) if p.size), None)
+        if segment.seek_pos is not None and (first is None or first.pts is None or first.pts > seek_pts or not first.is_keyframe):
+            self._container.seek(
+                segment.seek_pos, unsupported_byte_offset=True
+            )  # no index (MPEG-TS): the timestamp seek overshoots
+        else:
+            self._container.seek(seek_pts, stream=self.video, backward=True, any_frame=False)
         self.video.codec_context.flush_buffers()
-        got = 0
-        if frames <= 0:
-            return
+        got, last = 0, None
         for item in self._demux_decode():
-            if isinstance(item, Picture) and item.pts >= start_pts:
-                yield item
-                got += 1
-                if got == frames:
-                    return
-        raise InputError(
-            f"{self.src}: the segment from pts {start_pts} gave {got} frames, {frames} expected; "
-            "the file cannot be split here, use one worker"
-        )
+            if not isinstance(item, Picture) or item.pts < start or (last is not None and item.pts <= last):
+                continue
+            if end is not None and item.pts >= end:
+                break
+            if got == segment.frames:
+                break
+            yield item
+            got, last = got + 1, item.pts
+        if got != segment.frames:
+            raise SegmentError(
+                f"{self.src}: the segment from pts {start} gave {got} frames, {segment.frames} expected "
+                "(damaged or oddly muxed input)"
+            )
 
     def _demux_decode(self) -> Iterator[Picture | av.Packet]:
         demux = self._container.demux([self.video, *self.passthrough])
@@ -642,7 +656,9 @@ class VideoWriter:
         label: str | None = None,
         info: VideoInfo | None = None,
         template: av.video.stream.VideoStream | None = None,
+        sar=None,
     ):
+        self._sar = sar
         self.dst = str(dst)
         self._template = template  # copy mode: encoded packets from another file (`mux_video`), no encoder
         self._last_dts: int | None = None
@@ -678,7 +694,7 @@ class VideoWriter:
     ) -> None:
         out, info = self._container, self.info
         if self._template is not None:
-            stream = self.stream = out.add_stream_from_template(self._template)
+            stream = self.stream = out.add_stream_from_template(self._template, opaque=True)
         else:
             stream = self.stream = out.add_stream(codec, rate=info.rate, options=options)
             stream.width, stream.height, stream.pix_fmt = width, height, self.pix_fmt
@@ -692,6 +708,8 @@ class VideoWriter:
         if info.rotation:
             stream.set_display_rotation(info.rotation)
         self._map = {}
+        if self._sar:
+            ctx.sample_aspect_ratio = self._sar
         if reader is not None:
             self._copy_from_reader(reader, warn)
         try:

@@ -1,0 +1,200 @@
+"""vsr.scaleout's scheduler and vsr.workdir's --resume, in this process: workers are a fake that runs each task
+here (plain bicubic, FFV1) and fails where a test says, exactly as a process pool or Ray reports failures."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import pytest
+
+from vsr.errors import InputError, OutputError, VsrError
+from vsr.pipeline import upscale_video
+from vsr.scaleout import WorkerDied, run_task, upscale_segmented
+from vsr.segments import SegmentError
+from vsr.video import EncoderOptions
+from vsr.workdir import WorkFolder, folder_for
+
+from .test_video import make_clip, names, packets_of
+
+FFV1 = EncoderOptions(codec="ffv1")
+GOP12 = {"x264-params": "keyint=12:min-keyint=12:scenecut=0:bframes=2"}
+
+
+class FakeWorkers:
+    """The `LocalWorkers` interface in this process. `fail` maps a segment index to the failures its next
+    attempts raise, in order (an exception instance, or WorkerDied for a process that died)."""
+
+    def __init__(self, fail=None, slots=2, engine="fake"):
+        self.slots, self.engine, self.weights_digest = slots, engine, "0" * 64
+        self.fail = {k: list(v) for k, v in (fail or {}).items()}
+        self.ran: list[int] = []  # segment indexes, each attempt
+        self.restarts = self.closed = 0
+        self._next = 0
+
+    def submit(self, task):
+        self._next += 1
+        return (self._next, task)
+
+    def wait(self, handles, timeout):
+        return set(handles[:1])
+
+    def outcome(self, handle, task):
+        index = task.segment.index
+        self.ran.append(index)
+        if self.fail.get(index):
+            raise self.fail[index].pop(0)
+        return run_task(task, None)
+
+    def restart(self):
+        self.restarts += 1
+
+    def close(self):
+        self.closed += 1
+
+
+def _decoded(path):
+    with av.open(str(path)) as c:
+        return [(f.pts, [bytes(p) for p in f.planes]) for f in c.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """60 frames at 30 fps, a keyframe every 12, B-frames, AAC: 0.4 s segments give 5 of them."""
+    folder = tmp_path_factory.mktemp("resume")
+    src = make_clip(folder / "in.mkv", pts=[round(i * 1000 / 30) for i in range(60)], options=GOP12)
+    reference = folder / "reference.mkv"
+    upscale_video(src, reference, 2, None, codec="ffv1")
+    return src, _decoded(reference)
+
+
+def _run(src, dst, workers, **kwargs):
+    notices: list[str] = []
+    kwargs.setdefault("seconds", 0.4)
+    kwargs.setdefault("enc", FFV1)
+    summaries = upscale_segmented([(src, dst)], 2, workers, notice=notices.append, **kwargs)
+    return summaries, notices
+
+
+def test_segments_join_to_the_streaming_output(tmp_path, clip):
+    src, reference = clip
+    workers = FakeWorkers()
+    (summary,), notices = _run(src, tmp_path / "out.mkv", workers)
+    assert sorted(workers.ran) == [0, 1, 2, 3, 4] and summary.frames == 60
+    assert _decoded(tmp_path / "out.mkv") == reference
+    assert packets_of(tmp_path / "out.mkv", "audio") == packets_of(src, "audio")
+    assert names(tmp_path) == {"out.mkv"} and workers.closed
+
+
+def test_a_dead_worker_restarts_the_pool_and_its_segment_is_redone(tmp_path, clip):
+    src, reference = clip
+    workers = FakeWorkers(fail={2: [WorkerDied()]})
+    _run(src, tmp_path / "out.mkv", workers)
+    assert workers.restarts == 1 and workers.ran.count(2) == 2
+    assert _decoded(tmp_path / "out.mkv") == reference
+
+
+def test_a_segment_failing_twice_is_an_error_that_keeps_the_finished_parts(tmp_path, clip):
+    src, reference = clip
+    dst = tmp_path / "out.mkv"
+    workers = FakeWorkers(fail={3: [RuntimeError("boom"), RuntimeError("boom again")]})
+    with pytest.raises(VsrError, match=r"segment 4 of 5 failed twice \(RuntimeError: boom again\)"):
+        _run(src, dst, workers)
+    work = folder_for(dst)
+    assert names(tmp_path) == {work.name}  # nothing at the target
+    kept = json.loads((work / "manifest.json").read_text())["parts"]
+    assert 3 not in map(int, kept) and kept  # the parts that finished before the error
+    # --resume: only what is missing is done again
+    workers = FakeWorkers()
+    (summary,), notices = _run(src, dst, workers, resume=True)
+    assert sorted(workers.ran) == sorted(set(range(5)) - set(map(int, kept)))
+    assert f"reusing {len(kept)} of 5 segments" in " ".join(notices)
+    assert _decoded(dst) == reference and names(tmp_path) == {"out.mkv"}
+
+
+def test_without_resume_a_stale_work_folder_is_refused_or_discarded_with_overwrite(tmp_path, clip):
+    src, reference = clip
+    dst = tmp_path / "out.mkv"
+    with pytest.raises(VsrError):
+        _run(src, dst, FakeWorkers(fail={4: [RuntimeError("x"), RuntimeError("x")]}))
+    with pytest.raises(OutputError, match="add --resume to reuse them, or --overwrite to start over"):
+        _run(src, dst, FakeWorkers())
+    workers = FakeWorkers()
+    _, notices = _run(src, dst, workers, overwrite=True)
+    assert sorted(workers.ran) == [0, 1, 2, 3, 4] and "starting over" in " ".join(notices)
+    assert _decoded(dst) == reference and names(tmp_path) == {"out.mkv"}
+
+
+@pytest.mark.parametrize("change", ["encoder", "engine", "segments"])
+def test_resume_does_not_reuse_a_mismatched_work_folder(tmp_path, clip, change):
+    src, reference = clip
+    dst = tmp_path / "out.mkv"
+    with pytest.raises(VsrError):
+        _run(src, dst, FakeWorkers(fail={4: [RuntimeError("x"), RuntimeError("x")]}))
+    workers = FakeWorkers(engine="other" if change == "engine" else "fake")
+    kwargs = {
+        "encoder": {"enc": EncoderOptions(codec="ffv1", pix_fmt="yuv420p")},  # the same output, other options
+        "engine": {},
+        "segments": {"seconds": 0.7},  # other bounds: no part matches
+    }[change]
+    _, notices = _run(src, dst, workers, resume=True, **kwargs)
+    assert len(set(workers.ran)) == len(workers.ran)  # every segment done once: nothing reused
+    said = " ".join(notices)
+    if change == "segments":
+        assert "reusing 0 of" in said
+    else:
+        assert f"cannot be reused ({change} differ); starting over" in said and len(workers.ran) == 5
+    assert _decoded(dst) == reference and names(tmp_path) == {"out.mkv"}
+
+
+def test_resume_redoes_a_part_whose_checksum_changed(tmp_path, clip):
+    src, reference = clip
+    dst = tmp_path / "out.mkv"
+    with pytest.raises(VsrError):
+        _run(src, dst, FakeWorkers(fail={4: [RuntimeError("x"), RuntimeError("x")]}))
+    part = folder_for(dst) / "part00001.mkv"
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    part.write_bytes(bytes(data))
+    workers = FakeWorkers()
+    _run(src, dst, workers, resume=True)
+    assert sorted(workers.ran) == [1, 4]
+    assert _decoded(dst) == reference
+
+
+def test_a_users_error_in_a_worker_is_not_retried(tmp_path, clip):
+    src, _ = clip
+    workers = FakeWorkers(fail={1: [InputError("in.mkv: broken")]})
+    with pytest.raises(InputError, match="in.mkv: broken"):
+        _run(src, tmp_path / "out.mkv", workers)
+    assert workers.ran.count(1) == 1
+
+
+def test_a_segment_that_does_not_decode_whole_sends_the_file_to_the_streaming_path(tmp_path, clip):
+    src, reference = clip
+    workers = FakeWorkers(fail={2: [SegmentError("in.mkv: the segment from pts 400 gave 3 frames, 12 expected")]})
+    (summary,), notices = _run(src, tmp_path / "out.mkv", workers)
+    assert "not split (a segment did not decode whole" in " ".join(notices)
+    assert summary.frames == 60 and _decoded(tmp_path / "out.mkv") == reference
+    assert names(tmp_path) == {"out.mkv"}
+
+
+def test_option_errors_come_before_any_work(tmp_path, clip):
+    src, _ = clip
+    workers = FakeWorkers()
+    with pytest.raises(VsrError, match="encoder 'nope' is not available"):
+        upscale_segmented([(src, tmp_path / "out.mkv")], 2, workers, enc=EncoderOptions(codec="nope"), seconds=0.4)
+    with pytest.raises(VsrError, match="out.xyz"):
+        upscale_segmented([(src, tmp_path / "out.xyz")], 2, workers, enc=FFV1, seconds=0.4)
+    assert workers.ran == [] and names(tmp_path) == set()
+
+
+def test_one_run_per_target_at_a_time(tmp_path):
+    run = {"input": "x"}
+    first = WorkFolder.open(tmp_path / "out.mkv", run, resume=False, overwrite=False)
+    try:
+        with pytest.raises(OutputError, match="another vsr run is writing this output"):
+            WorkFolder.open(tmp_path / "out.mkv", run, resume=True, overwrite=False)
+    finally:
+        first.finish()
+    assert names(tmp_path) == set()
