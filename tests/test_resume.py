@@ -72,7 +72,7 @@ def _run(src, dst, workers, **kwargs):
     notices: list[str] = []
     kwargs.setdefault("seconds", 0.4)
     kwargs.setdefault("enc", FFV1)
-    summaries = upscale_segmented([(src, dst)], 2, workers, notice=notices.append, **kwargs)
+    summaries = upscale_segmented([(src, dst)], 2, lambda: workers, notice=notices.append, **kwargs)
     return summaries, notices
 
 
@@ -183,9 +183,9 @@ def test_option_errors_come_before_any_work(tmp_path, clip):
     src, _ = clip
     workers = FakeWorkers()
     with pytest.raises(VsrError, match="encoder 'nope' is not available"):
-        upscale_segmented([(src, tmp_path / "out.mkv")], 2, workers, enc=EncoderOptions(codec="nope"), seconds=0.4)
+        upscale_segmented([(src, tmp_path / "out.mkv")], 2, lambda: workers, enc=EncoderOptions(codec="nope"), seconds=0.4)
     with pytest.raises(VsrError, match="out.xyz"):
-        upscale_segmented([(src, tmp_path / "out.xyz")], 2, workers, enc=FFV1, seconds=0.4)
+        upscale_segmented([(src, tmp_path / "out.xyz")], 2, lambda: workers, enc=FFV1, seconds=0.4)
     assert workers.ran == [] and names(tmp_path) == set()
 
 

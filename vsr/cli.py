@@ -393,13 +393,13 @@ def upscale(
 
     enc = EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
     with _VideoProgress(quiet) as progress:
-        notice = lambda text: progress({"event": "warning", "message": text})  # noqa: E731
+        notice = lambda text: progress({"event": "notice", "message": text})  # noqa: E731
         if segmented:
             from .scaleout import upscale_segmented
 
-            pool = _segment_workers(upscaler, workers, ray, notice)
+            make = lambda: _segment_workers(upscaler, workers, ray, notice)  # noqa: E731
             summaries = upscale_segmented(
-                pairs, scale, pool, upscaler=upscaler, enc=enc, seconds=segment, overwrite=overwrite, resume=resume,
+                pairs, scale, make, upscaler=upscaler, enc=enc, seconds=segment, overwrite=overwrite, resume=resume,
                 progress=progress, notice=notice,
             )  # fmt: skip
         else:
@@ -523,8 +523,9 @@ class _VideoProgress:
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
-        if kind == "warning":
-            err_console.print(f"vsr: warning: {event['message']}", markup=False, highlight=False, soft_wrap=True)
+        if kind in ("warning", "notice"):
+            prefix = "vsr: warning: " if kind == "warning" else "vsr: "
+            err_console.print(f"{prefix}{event['message']}", markup=False, highlight=False, soft_wrap=True)
         elif kind == "start":
             total = event["total_frames"]
             (w, h), (ow, oh) = event["in_size"], event["out_size"]

@@ -49,7 +49,7 @@ from .segments import Segment, SegmentError, plan, probe
 from .signals import check as check_stop
 from .signals import deferred
 from .video import EncoderOptions, VideoReader, VideoWriter, encoder_settings
-from .workdir import WorkFolder, input_identity
+from .workdir import WorkFolder, check_stale, input_identity
 
 RUN_FORMAT = "vsr-segmented-1"  # part of a work folder's identity: bump when parts change meaning
 
@@ -198,7 +198,7 @@ class LocalWorkers:
         try:
             return handle.result()
         except BrokenProcessPool:
-            raise WorkerDied() from None
+            raise WorkerDied(broken=True) from None
 
     def restart(self) -> None:
         self.close()
@@ -217,7 +217,12 @@ class LocalWorkers:
 
 
 class WorkerDied(Exception):
-    """A worker process ended abruptly (killed, out of memory, crashed)."""
+    """A worker process ended abruptly (killed, out of memory, crashed). `broken`: every running task is lost
+    with it and the workers must be restarted (a process pool); else only this task (Ray)."""
+
+    def __init__(self, broken: bool = True):
+        super().__init__("a worker process died: killed, or out of memory?")
+        self.broken = broken
 
 
 @dataclass
@@ -278,7 +283,9 @@ def _trial_writer(src: str, dst: str, scale: float, enc: EncoderOptions) -> tupl
         reader.close()
 
 
-def _prepare(src, dst, scale, enc, seconds, workers, resume, overwrite, notice) -> _Job:
+def _prepare(src, dst, scale, enc, seconds, resume, overwrite) -> _Job:
+    """Everything about one pair that can be checked before workers start: the target, the encoder and output
+    format, the segments, and a work folder left by an earlier run (refused without --resume)."""
     _check_target(src, dst, overwrite)
     info, out_size, codec, pix_fmt = _trial_writer(src, dst, scale, enc)
     in_size = (info.width, info.height)
@@ -293,24 +300,27 @@ def _prepare(src, dst, scale, enc, seconds, workers, resume, overwrite, notice) 
     job = _Job(src, dst, segments, None, in_size, out_size, codec, pix_fmt, None)
     if len(segments) < 2:
         job.streaming = "its packets carry no timestamps" if probed is None else "it is shorter than two segments"
-        return job
-    job.folder = WorkFolder.open(
-        dst, _run_identity(src, dst, scale, enc, workers), resume=resume, overwrite=overwrite, notice=notice
-    )
-    for segment in segments:
+    elif not resume and not overwrite:
+        check_stale(dst)
+    return job
+
+
+def _open_folder(job: _Job, scale, enc, workers, resume, overwrite, notice) -> None:
+    run = _run_identity(job.src, job.dst, scale, enc, workers)
+    job.folder = WorkFolder.open(job.dst, run, resume=resume, overwrite=overwrite, notice=notice)
+    for segment in job.segments:
         part = job.folder.reusable(segment)
         if part is not None:
             job.parts[segment.index] = part
     job.reused = len(job.parts)
     if resume:
-        notice(f"{src}: reusing {job.reused} of {len(segments)} segments from an earlier run")
-    return job
+        notice(f"{job.src}: reusing {job.reused} of {len(job.segments)} segments from an earlier run")
 
 
 def upscale_segmented(
     pairs: list[tuple[str, str]],
     scale: float,
-    workers,
+    make_workers,
     *,
     upscaler=None,
     enc: EncoderOptions = EncoderOptions(),
@@ -320,17 +330,22 @@ def upscale_segmented(
     progress=None,
     notice=lambda message: None,
 ) -> list[VideoSummary]:
-    """See the module contract. `workers`: `LocalWorkers` or `RayWorkers`; `upscaler` (this process's) serves
-    the streaming path."""
+    """See the module contract. `make_workers()` gives the `LocalWorkers` or `RayWorkers`, called once every
+    output is checked; `upscaler` (this process's) serves the streaming path."""
     report = progress or (lambda event: None)
     t0 = time.perf_counter()
-    jobs: list[_Job] = []
+    jobs = [_prepare(str(src), str(dst), scale, enc, seconds, resume, overwrite) for src, dst in pairs]
+    workers = None
     try:
-        for src, dst in pairs:
-            jobs.append(_prepare(str(src), str(dst), scale, enc, seconds, workers, resume, overwrite, notice))
+        if any(not job.streaming for job in jobs):
+            workers = make_workers()
+            for job in jobs:
+                if not job.streaming:
+                    _open_folder(job, scale, enc, workers, resume, overwrite, notice)
         _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0)
     finally:
-        workers.close()
+        if workers is not None:
+            workers.close()
         for job in jobs:
             if job.folder is not None and job.summary is None:
                 kept = job.folder.close()
@@ -389,8 +404,12 @@ def _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0) -> 
                 continue
             except VsrError:
                 raise
-            except WorkerDied:
-                died.append((job, segment))
+            except WorkerDied as exc:
+                if exc.broken:
+                    died.append((job, segment))
+                else:
+                    _charge(tries, job, segment, str(exc))
+                    queue.append((job, segment))
                 continue
             except Exception as exc:  # noqa: BLE001 - anything else is retried once
                 _charge(tries, job, segment, f"{type(exc).__name__}: {exc}")
@@ -412,9 +431,10 @@ def _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0) -> 
             running.clear()
             workers.restart()
             for job, segment in died:
-                _charge(tries, job, segment, "a worker process died: killed, or out of memory?")
+                _charge(tries, job, segment, str(WorkerDied()))
                 queue.append((job, segment))
-    workers.close()
+    if workers is not None:
+        workers.close()
     for job in jobs:
         if job.streaming:
             _stream(job, scale, upscaler, enc, overwrite, report if first is None and len(jobs) == 1 else None, notice)

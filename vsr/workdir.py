@@ -67,6 +67,26 @@ def _bounds(segment: Segment) -> list[int]:
     return [segment.seek_pts, segment.start_pts, segment.frames]
 
 
+def _stale_message(target: Path, path: Path, count: int) -> str:
+    return (
+        f"{target}: an earlier run stopped and left {count} finished segment(s) in {path}; "
+        "add --resume to reuse them, or --overwrite to start over"
+    )
+
+
+def check_stale(target: str | Path) -> None:
+    """The error `WorkFolder.open` gives without --resume, checked early (before workers start)."""
+    target = Path(target)
+    path = folder_for(target)
+    if path.is_dir():
+        try:
+            count = len(json.loads((path / _MANIFEST).read_text()).get("parts", {}))
+        except (OSError, ValueError, AttributeError):
+            count = len(list(path.glob("part*")))
+        if count:
+            raise OutputError(_stale_message(target, path, count))
+
+
 class WorkFolder:
     """See the module contract."""
 
@@ -108,10 +128,7 @@ class WorkFolder:
         count = len(old.get("parts", {}))
         if not resume:
             if not overwrite:
-                raise OutputError(
-                    f"{self.target}: an earlier run stopped and left {count} finished segment(s) in {self.path}; "
-                    "add --resume to reuse them, or --overwrite to start over"
-                )
+                raise OutputError(_stale_message(self.target, self.path, count))
             notice(f"{self.target}: starting over; the {count} segment(s) an earlier run left are discarded (--overwrite)")
             self._clear()
             return
