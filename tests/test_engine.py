@@ -21,6 +21,28 @@ def test_auto_on_cpu_is_eager_fp32():
     assert (up.backend, up.precision, up.device.type) == ("eager", "fp32", "cpu")
 
 
+@pytest.mark.parametrize("arch", ["9-1-5", "9-5-5"])
+def test_cpu_results_do_not_depend_on_the_thread_count(arch):
+    """Segments in worker processes with fewer threads must give the one-process output byte for byte
+    (issue 13). F.conv2d's 1x1 convolution (9-1-5) takes another path with one thread than with two; vsr runs
+    every CPU convolution through oneDNN (vsr.engine._onednn_forward). The shipped weights, a 180x320 frame x2."""
+    from vsr.model import load_weights
+    from vsr.resize import imresize
+    from vsr.weights import default_weights
+
+    model = load_weights(default_weights(2, arch))
+    y = imresize(torch.rand(1, 1, 180, 320, generator=torch.Generator().manual_seed(0)), 2)
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            outs.append(Upscaler(model, "cpu")(y))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
 def test_bad_backend_and_precision():
     with pytest.raises(BackendError, match="unknown backend"):
         make_upscaler(make_model("9-1-5"), "magic", "cpu")

@@ -24,15 +24,15 @@ def _decoded(path):
 
 
 def test_two_workers_give_the_single_process_output(tmp_path, weights):
-    """FFV1, VFR with AAC audio, a keyframe every 20 frames, 0.6 s segments. SRCNN's oneDNN convolutions round
-    differently with other thread counts, so the single run uses the workers' one thread (OMP_NUM_THREADS=1, as
-    each of two workers on CI's two cores): then the output is the same, byte for byte."""
+    """FFV1, VFR with AAC audio, a keyframe every 20 frames, 0.6 s segments, 9-1-5 (whose 1x1 convolution once
+    rounded differently with fewer threads: vsr.engine._onednn_forward): the single run with all the machine's
+    threads and two workers with half of them each give the same output, byte for byte."""
     x264 = {"x264-params": "keyint=20:min-keyint=20:scenecut=0:bframes=2"}
     src = make_clip(tmp_path / "in.mkv", pts=VFR, options=x264)
-    common = ["--scale", 2, "--weights", weights, "--codec", "ffv1"]
-    r = vsr("upscale", src, tmp_path / "one.mkv", *common, OMP_NUM_THREADS="1")
+    common = ["--scale", 2, "--arch", "9-1-5", "--codec", "ffv1"]
+    r = vsr("upscale", src, tmp_path / "one.mkv", *common, OMP_NUM_THREADS="2")
     assert r.returncode == 0, r.stderr
-    r = vsr("upscale", src, tmp_path / "two.mkv", *common, "--workers", 2, "--segment", 0.6, OMP_NUM_THREADS="1")
+    r = vsr("upscale", src, tmp_path / "two.mkv", *common, "--workers", 2, "--segment", 0.6, OMP_NUM_THREADS="2")
     assert r.returncode == 0, r.stderr
     assert _decoded(tmp_path / "one.mkv") == _decoded(tmp_path / "two.mkv")
     assert packets_of(tmp_path / "two.mkv", "audio") == packets_of(src, "audio")

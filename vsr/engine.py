@@ -87,6 +87,25 @@ class _Valid(torch.nn.Module):
         return self.model(x, pad=False)
 
 
+_ONEDNN = torch.backends.mkldnn.is_available()
+
+
+def _onednn_forward(model: SRCNN, x: torch.Tensor) -> torch.Tensor:
+    """SRCNN's valid convolutions through oneDNN whatever the thread count, so that a CPU result does not depend on
+    how many threads computed it (segments in worker processes with fewer threads each must give the one-process
+    output, byte for byte). `F.conv2d` picks oneDNN by a heuristic that sends a 1x1 convolution (9-1-5's middle
+    layer) with batch 1 to the native path when torch has one thread, and to oneDNN with more ("For 1x1 filters,
+    MKLDNN is faster than THNN when multi-threaded, but THNN is faster when single-threaded",
+    aten/src/ATen/native/Convolution.cpp, ConvParams::use_mkldnn); the two round differently (up to 4e-7,
+    a code value at ties). oneDNN's own results are the same for 1 to 4 threads (tests/test_engine.py), and the
+    same as F.conv2d's with 2 or more, at the same speed."""
+    for k, conv in enumerate((model.conv1, model.conv2, model.conv3)):
+        x = torch.ops.aten.mkldnn_convolution(x.contiguous(), conv.weight, conv.bias, [0, 0], [1, 1], [1, 1], 1)
+        if k < 2:
+            x = torch.relu_(x)
+    return x
+
+
 class Upscaler:
     """Eager PyTorch backend (CPU or GPU), fp32 or fp16 (fp16 only on CUDA); base of the others."""
 
@@ -121,6 +140,8 @@ class Upscaler:
 
     def _run_valid(self, window: torch.Tensor) -> torch.Tensor:
         """Valid convolutions on an already padded window (output smaller by 2*border), float32 out."""
+        if self.device.type == "cpu" and _ONEDNN:
+            return _onednn_forward(self.model, window.to(self.dtype))
         return self.model(window.to(self.dtype), pad=False).float()
 
     def warm_up(self, height: int, width: int) -> None:
