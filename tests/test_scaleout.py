@@ -56,11 +56,33 @@ def test_segmented_runs_need_files(tmp_path, weights, args, flag):
     assert "--workers, --ray and --resume need video files in and out" in r.stderr
 
 
-def test_option_errors_come_at_once_with_workers(tmp_path, weights):
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    ("out", "args", "message"),
+    [
+        ("out.mkv", ["--codec", "nope"], "encoder 'nope' is not available"),
+        ("out.webm", ["--codec", "ffv1"], "out.webm: this output format cannot hold ffv1 video"),
+    ],
+)
+def test_option_errors_come_at_once_as_one_line(tmp_path, weights, workers, out, args, message):
     src = make_clip(tmp_path / "in.mkv", audio=None)
-    r = vsr("upscale", src, tmp_path / "out.mkv", "--weights", weights, "--workers", 2, "--codec", "nope")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "encoder 'nope' is not available" in r.stderr, r.stderr
+    r = vsr("upscale", src, tmp_path / out, "--weights", weights, "--workers", workers, *args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
     assert names(tmp_path) == {"in.mkv"}
+
+
+def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path, weights):
+    """The workers get Ctrl-C too; they block it from birth (vsr.scaleout._sigint_blocked), not only once torch is
+    imported."""
+    src = make_clip(tmp_path / "in.mkv", pts=LONG, size=(96, 64), options=GOP)
+    proc = spawn([sys.executable, "-m", "vsr", "upscale", src, tmp_path / "out.mkv", "--weights", weights,
+                  "--workers", 2, "--segment", 0.4], start_new_session=True)  # fmt: skip
+    assert _wait_for(lambda: (tmp_path / ".out.mkv.vsr-work").is_dir(), 60)
+    time.sleep(0.3)  # the workers are importing torch
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert names(tmp_path) <= {"in.mkv", ".out.mkv.vsr-work"}
 
 
 def _children(pid: int) -> list[int]:
@@ -96,9 +118,12 @@ LONG = list(range(0, 120 * 40, 40))  # 120 frames at 25 fps
 GOP = {"x264-params": "keyint=10:min-keyint=10:scenecut=0"}
 
 
-def test_sigint_keeps_the_finished_segments_and_resume_finishes_the_same_file(tmp_path, weights):
+@pytest.mark.parametrize("mode", [["--workers", 2], ["--resume"]], ids=["workers", "in-process"])
+def test_sigint_keeps_the_finished_segments_and_resume_finishes_the_same_file(tmp_path, weights, mode):
+    """Two worker processes; or, with --resume from the first run on and no --workers, segments in the CLI's own
+    process (vsr.scaleout.InProcessWorkers, which also serves a GPU)."""
     src = make_clip(tmp_path / "in.mkv", pts=LONG, size=(96, 64), options=GOP)
-    common = ["--scale", 2, "--weights", weights, "--codec", "ffv1", "--workers", 2, "--segment", 0.4]
+    common = ["--scale", 2, "--weights", weights, "--codec", "ffv1", *mode, "--segment", 0.4]
     out, work = tmp_path / "out.mkv", tmp_path / ".out.mkv.vsr-work"
     proc = spawn([sys.executable, "-m", "vsr", "upscale", src, out, *common])
     assert _wait_for(lambda: _parts_done(work) >= 2)
@@ -111,8 +136,9 @@ def test_sigint_keeps_the_finished_segments_and_resume_finishes_the_same_file(tm
     kept = _parts_done(work)
     assert names(tmp_path) == {"in.mkv", work.name} and kept >= 2
     assert not [p for p in work.iterdir() if ".writing" in p.name]
-    r = vsr("upscale", src, out, *common)  # without --resume: refused, nothing touched
-    assert r.returncode == 3 and "add --resume to reuse them" in r.stderr
+    for plain in (["--workers", 2], []):  # without --resume, split or not: refused, nothing touched
+        r = vsr("upscale", src, out, "--scale", 2, "--weights", weights, *plain)
+        assert r.returncode == 3 and "add --resume to reuse them" in r.stderr, r.stderr
     r = vsr("upscale", src, out, *common, "--resume")
     assert r.returncode == 0, r.stderr
     assert re.search(f"reusing {kept} of [0-9]+ segments from an earlier run", r.stderr), r.stderr

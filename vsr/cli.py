@@ -404,26 +404,20 @@ def upscale(
             )  # fmt: skip
         else:
             from .pipeline import upscale_video
+            from .workdir import check_stale, discard
 
             summaries = []
             for one_src, one_dst in pairs:
-                summaries.append(
-                    upscale_video(
-                        one_src,
-                        one_dst,
-                        scale,
-                        upscaler,
-                        codec=codec,
-                        crf=crf,
-                        preset=preset,
-                        pix_fmt=pix_fmt,
-                        fmt_in=fmt if one_src == "-" else None,
-                        fmt_out=fmt if one_dst == "-" else None,
-                        overwrite=overwrite,
-                        progress=progress,
-                        hwaccel=hwaccel,
-                    )  # fmt: skip
-                )
+                if one_dst != "-" and not overwrite:
+                    check_stale(one_dst)  # an interrupted segmented run's parts are not dropped silently
+                one = upscale_video(
+                    one_src, one_dst, scale, upscaler, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+                    fmt_in=fmt if one_src == "-" else None, fmt_out=fmt if one_dst == "-" else None,
+                    overwrite=overwrite, progress=progress, hwaccel=hwaccel,
+                )  # fmt: skip
+                summaries.append(one)
+                if one_dst != "-" and overwrite:
+                    discard(one_dst, notice)
     if not quiet:
         for summary in summaries:
             (w, h), (ow, oh) = summary.in_size, summary.out_size
@@ -464,8 +458,10 @@ def _segment_workers(upscaler, workers: int, ray: str | None, notice):
         from .scaleout import spec_for
 
         return RayWorkers(ray, spec_for(upscaler, 1, cpu_only=False), notice=notice)
-    from .scaleout import LocalWorkers, spec_for
+    from .scaleout import InProcessWorkers, LocalWorkers, spec_for
 
+    if workers == 1:  # --resume alone: segments in this process, on its device
+        return InProcessWorkers(upscaler, spec_for(upscaler, 1, cpu_only=False))
     return LocalWorkers(spec_for(upscaler, workers), workers)
 
 

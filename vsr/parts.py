@@ -44,10 +44,12 @@ def encode_segment(
     fmt: str | None = None,
     label: str | None = None,
     warn=lambda message: None,
+    stop=None,
 ) -> int:
     """Super-resolve and encode one segment into `part` (see the module contract). `fmt` is the output's
     container format when `part`'s suffix does not say it; `label` names the output in errors; `warn` gets
-    the reader's and writer's warnings."""
+    the reader's and writer's warnings; `stop` (a `threading.Event`), once set, ends the work at the next
+    frame with `Stopped` (the part is left for the caller to delete)."""
     reader = VideoReader(src, warn=warn)
     try:
         info = reader.info
@@ -58,6 +60,8 @@ def encode_segment(
         writer = VideoWriter(part, fmt, None, out_w, out_h, enc, warn=warn, label=label or str(part), info=info, sar=sar)
         try:
             for pic in reader.read_segment(segment):
+                if stop is not None and stop.is_set():
+                    raise Stopped()
                 planes = upscale_planes(pic.planes, scale, upscaler, info.peak, shapes, device)
                 writer.write(Picture(planes=planes, pts=pic.pts, time_base=pic.time_base))
             writer.finish()
@@ -67,6 +71,10 @@ def encode_segment(
         return writer.frames_written
     finally:
         reader.close()
+
+
+class Stopped(Exception):
+    """`encode_segment` was asked to stop."""
 
 
 def _video_packets(parts: list[Path], starts=None, src_tb=None) -> Iterator[tuple[av.Packet, object]]:

@@ -129,14 +129,14 @@ class SegmentTask:
     label: str  # the output's name, for errors
 
 
-def run_task(task: SegmentTask, upscaler) -> tuple[int, list[str]]:
+def run_task(task: SegmentTask, upscaler, stop=None) -> tuple[int, list[str]]:
     """Encode `task`'s segment with `upscaler`; returns (frames, warnings)."""
     from .parts import encode_segment
 
     warnings: list[str] = []
     frames = encode_segment(
         task.src, task.segment, task.part, task.scale, upscaler, task.enc, fmt=task.fmt, label=task.label,
-        warn=warnings.append,
+        warn=warnings.append, stop=stop,
     )  # fmt: skip
     return frames, warnings
 
@@ -167,6 +167,49 @@ def _sigint_blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def _first_done(futures, timeout: float):
+    return concurrent.futures.wait(futures, timeout, concurrent.futures.FIRST_COMPLETED).done
+
+
+class InProcessWorkers:
+    """One worker: a thread of this process with the CLI's own upscaler (any device, GPU included): `--resume`
+    without `--workers`. `close()` stops the running segment at its next frame."""
+
+    slots = 1
+    name = "this process"
+
+    def __init__(self, upscaler, spec: WorkerSpec):
+        import threading
+
+        self._upscaler, self._stop = upscaler, threading.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vsr-segment")
+        inner = getattr(upscaler, "upscaler", upscaler)
+        device = torch.device(getattr(inner, "device", "cpu"))
+        if device.type == "cpu":
+            self.engine = "cpu-fp32"
+        else:
+            self.engine = f"{device.type}-{getattr(inner, 'precision', 'fp16')}-{getattr(inner, 'backend', 'auto')}"
+        self.weights_digest = spec.digest
+
+    def submit(self, task: SegmentTask):
+        return self._pool.submit(run_task, task, self._upscaler, self._stop)
+
+    @staticmethod
+    def wait(handles, timeout: float):
+        return _first_done(handles, timeout)
+
+    @staticmethod
+    def outcome(handle, task: SegmentTask) -> tuple[int, list[str]]:
+        return handle.result()
+
+    def restart(self) -> None:
+        """A thread does not die alone."""
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class LocalWorkers:
     """`count` spawned worker processes on this machine, `spec.threads` torch threads each."""
 
@@ -190,7 +233,7 @@ class LocalWorkers:
 
     @staticmethod
     def wait(handles, timeout: float):
-        return concurrent.futures.wait(handles, timeout, concurrent.futures.FIRST_COMPLETED).done
+        return _first_done(handles, timeout)
 
     @staticmethod
     def outcome(handle, task: SegmentTask) -> tuple[int, list[str]]:

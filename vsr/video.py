@@ -693,10 +693,16 @@ class VideoWriter:
         self, reader: VideoReader | None, codec: str, options: dict[str, str], width: int, height: int, warn: Warn
     ) -> None:
         out, info = self._container, self.info
-        if self._template is not None:
-            stream = self.stream = out.add_stream_from_template(self._template, opaque=True)
-        else:
-            stream = self.stream = out.add_stream(codec, rate=info.rate, options=options)
+        try:
+            if self._template is not None:
+                stream = self.stream = out.add_stream_from_template(self._template, opaque=True)
+            else:
+                stream = self.stream = out.add_stream(codec, rate=info.rate, options=options)
+        except (av.FFmpegError, ValueError) as exc:  # e.g. "'webm' format does not support 'ffv1' codec"
+            name = self._template.codec_context.name if self._template is not None else codec
+            raise UsageError(f"{self.label}: this output format cannot hold {name} video ({_err_text(exc)}); "
+                             "choose another --codec or an .mkv output") from None  # fmt: skip
+        if self._template is None:
             stream.width, stream.height, stream.pix_fmt = width, height, self.pix_fmt
             stream.codec_context.time_base = info.time_base  # frames keep their input pts in the input time base
             stream.time_base = info.time_base

@@ -87,6 +87,15 @@ def check_stale(target: str | Path) -> None:
             raise OutputError(_stale_message(target, path, count))
 
 
+def discard(target: str | Path, notice=lambda text: None) -> None:
+    """Remove the work folder of `target` (written by other means with --overwrite), unless a run holds it."""
+    if folder_for(target).is_dir():
+        try:
+            WorkFolder.open(target, {}, resume=False, overwrite=True, notice=notice).finish()
+        except OutputError:
+            pass
+
+
 class WorkFolder:
     """See the module contract."""
 
