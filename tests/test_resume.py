@@ -4,6 +4,7 @@ here (plain bicubic, FFV1) and fails where a test says, exactly as a process poo
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 
 import av
 import pytest
@@ -198,3 +199,33 @@ def test_one_run_per_target_at_a_time(tmp_path):
     finally:
         first.finish()
     assert names(tmp_path) == set()
+
+
+def _pts_s(path):
+    with av.open(str(path)) as c:
+        return [float(f.pts * f.time_base) for f in c.decode(video=0)]
+
+
+@pytest.mark.parametrize(
+    ("name", "pts", "time_base", "out", "codec"),
+    [
+        # 29.97 fps into mp4: each part's edit list rounds its start to 1/1000 s; the joiner puts it back
+        ("ntsc.mp4", [i * 1001 for i in range(60)], Fraction(1, 30000), "out.mp4", "libx264"),
+        # video from 1 s, audio from 0: audio before the first video keyframe must not be dropped
+        ("late.mkv", [1000 + round(i * 1000 / 30) for i in range(60)], Fraction(1, 1000), "out.mkv", "ffv1"),
+        # MPEG-TS input (1/90000, no index) splits and joins; the byte-position seek that larger files need when
+        # FFmpeg's timestamp seek overshoots a GOP is not reached by so small a file
+        ("in.ts", [3000 * i for i in range(60)], Fraction(1, 90000), "out.mkv", "ffv1"),
+    ],
+)
+def test_tricky_inputs_join_like_the_streaming_path(tmp_path, name, pts, time_base, out, codec):
+    src = make_clip(tmp_path / name, pts=pts, time_base=time_base, options=GOP12)
+    enc = EncoderOptions(codec=codec)
+    upscale_video(src, tmp_path / f"one.{out}", 2, None, codec=codec)
+    workers = FakeWorkers()
+    _, notices = _run(src, tmp_path / out, workers, enc=enc)
+    assert not notices and len(workers.ran) > 1  # split, not sent to the streaming path
+    assert _pts_s(tmp_path / out) == _pts_s(tmp_path / f"one.{out}")
+    assert packets_of(tmp_path / out, "audio") == packets_of(tmp_path / f"one.{out}", "audio")
+    if codec == "ffv1":
+        assert _decoded(tmp_path / out) == _decoded(tmp_path / f"one.{out}")

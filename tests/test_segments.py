@@ -91,6 +91,16 @@ def test_plan_by_hand():
     assert plan(Probe((), (), Fraction(1, 25), Fraction(25)), 1.0) == []
 
 
+def test_exact_cuts_decode_at_most_eight_segment_lengths_for_nothing():
+    """Keyframes at frames 0 and 150 only, 10-frame segments: exact cuts up to frame 80 (80 frames decoded and
+    dropped), then the next cut moves on to the keyframe at 150, so decoding stays linear in the file's length."""
+    info = Probe(frame_pts=tuple(range(200)), keyframes=(0, 150), time_base=Fraction(1, 25), rate=Fraction(25))
+    starts = [s.start_pts for s in plan(info, 0.4)]
+    assert starts == [0, 10, 20, 30, 40, 50, 60, 70, 80, 150, 160, 170, 180, 190]
+    assert all(s.seek_pts == (150 if s.start_pts >= 150 else 0) for s in plan(info, 0.4))
+    assert sum(s.frames for s in plan(info, 0.4)) == 200
+
+
 def test_a_segment_that_cannot_be_decoded_whole_is_an_error(clips):
     from vsr.segments import SegmentError
 
