@@ -348,7 +348,7 @@ def upscale(
         str | None,
         typer.Option(
             help="Run the segments as Ray tasks: local (start Ray here) or a cluster address (HOST:PORT, ray://...); "
-            "needs pip install 'vsr[ray]'.",
+            "needs pip install 'vsr\\[ray]'.",
         ),
     ] = None,
 ) -> None:
