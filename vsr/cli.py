@@ -372,12 +372,12 @@ def upscale(
         raise UsageError("--hwaccel works in one process; drop it, or drop --workers/--ray/--resume")
     if src != "-" and src_path.is_dir():
         videos, images = _folder_media(src_path)
+        pairs = _video_pairs(videos, Path(dst), overwrite) if videos else []  # checked before any image is written
         if images or not videos:
             ens = True if ensemble is None else ensemble
             _upscale_images(src_path, Path(dst), scale, weights, arch.value, device, ens, overwrite, quiet)
         if not videos:
             return
-        pairs = _video_pairs(videos, Path(dst), overwrite)
     elif src != "-" and is_image_path(src_path):
         ens = True if ensemble is None else ensemble
         _upscale_images(src_path, Path(dst), scale, weights, arch.value, device, ens, overwrite, quiet)
