@@ -229,3 +229,23 @@ def test_tricky_inputs_join_like_the_streaming_path(tmp_path, name, pts, time_ba
     assert packets_of(tmp_path / out, "audio") == packets_of(tmp_path / f"one.{out}", "audio")
     if codec == "ffv1":
         assert _decoded(tmp_path / out) == _decoded(tmp_path / f"one.{out}")
+
+
+def test_a_file_too_short_to_split_still_respects_a_stale_work_folder(tmp_path, clip):
+    src, _ = clip
+    dst = tmp_path / "out.mkv"
+    with pytest.raises(VsrError):
+        _run(src, dst, FakeWorkers(fail={4: [RuntimeError("x"), RuntimeError("x")]}))
+    short = make_clip(tmp_path / "short.mkv", pts=[0, 40, 80], audio=None)
+    with pytest.raises(OutputError, match="add --resume to reuse them"):
+        _run(short, dst, FakeWorkers())
+    _, notices = _run(short, dst, FakeWorkers(), overwrite=True)
+    assert names(tmp_path) == {"out.mkv", "short.mkv"}  # written by the streaming path, the stale folder gone
+
+
+def test_the_engine_identity_names_the_self_ensemble():
+    """--ensemble changes every frame: parts made with and without it must not be mixed by --resume."""
+    from vsr.scaleout import WorkerSpec
+
+    plain = WorkerSpec(b"w", "9-5-5", 64, 32, ensemble=False, threads=1)
+    assert plain.engine == "cpu-fp32" and WorkerSpec(b"w", "9-5-5", 64, 32, True, 1).engine == "cpu-fp32+ensemble"

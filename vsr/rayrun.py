@@ -102,6 +102,12 @@ class RayWorkers:
         else:
             _check_reachable(address)
         term = signal.getsignal(signal.SIGTERM)
+        # ray.init installs a SIGTERM handler that calls sys.exit (ray/_private/worker.py, init: "sigterm_handler",
+        # through ray._private.utils.set_sigterm_handler): a SIGTERM during the start would skip vsr's clean-up.
+        utils = getattr(getattr(ray, "_private", None), "utils", None)
+        set_handler = getattr(utils, "set_sigterm_handler", None)
+        if set_handler is not None:
+            utils.set_sigterm_handler = lambda handler: None
         try:
             with deferred():  # a stop during the start is taken once ray.init returns
                 ray.init(address=address, **kwargs)
@@ -109,8 +115,13 @@ class RayWorkers:
             self.close()
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BackendError(f"cannot start or reach Ray at {address!r} ({first}); check --ray") from None
+        except BaseException:  # a stop held during the start: shut Ray down and remove its session folder
+            self.close()
+            raise
         finally:
-            signal.signal(signal.SIGTERM, term)  # ray.init installs its own, which exits without vsr's clean-up
+            if set_handler is not None:
+                utils.set_sigterm_handler = set_handler
+            signal.signal(signal.SIGTERM, term)  # in case another path installed one
         hook = getattr(getattr(ray, "_private", None), "worker", None)
         if hook is not None and hasattr(hook, "print_to_stdstream"):  # "(raylet) ..." lines on stdout: no switch
             hook.print_to_stdstream = lambda *args, **kwargs: None
@@ -146,7 +157,14 @@ class RayWorkers:
         return done
 
     def outcome(self, ref, task) -> tuple[int, list[str]]:
-        from ray.exceptions import RayTaskError, TaskCancelledError, WorkerCrashedError
+        from ray.exceptions import (
+            LocalRayletDiedError,
+            NodeDiedError,
+            OutOfMemoryError,
+            RayTaskError,
+            TaskCancelledError,
+            WorkerCrashedError,
+        )
 
         from .scaleout import WorkerDied
 
@@ -159,7 +177,7 @@ class RayWorkers:
             if isinstance(cause, BaseException):
                 raise cause from None
             raise RuntimeError(str(exc).strip().splitlines()[0]) from None
-        except (WorkerCrashedError, TaskCancelledError) as exc:
+        except (WorkerCrashedError, TaskCancelledError, OutOfMemoryError, NodeDiedError, LocalRayletDiedError) as exc:
             raise WorkerDied(broken=False) from exc
         Path(task.part).write_bytes(data)
         return frames, warnings

@@ -75,9 +75,8 @@ class WorkerSpec:
     @property
     def engine(self) -> str:
         """What decides the numbers a worker computes (parts of different engines are not mixed)."""
-        if self.device == "cpu":
-            return "cpu-fp32"
-        return f"{self.device}-{self.precision or 'fp16'}-{self.backend}"
+        base = "cpu-fp32" if self.device == "cpu" else f"{self.device}-{self.precision or 'fp16'}-{self.backend}"
+        return base + ("+ensemble" if self.ensemble else "")
 
 
 def cores() -> int:
@@ -189,6 +188,8 @@ class InProcessWorkers:
             self.engine = "cpu-fp32"
         else:
             self.engine = f"{device.type}-{getattr(inner, 'precision', 'fp16')}-{getattr(inner, 'backend', 'auto')}"
+        if upscaler is not inner:
+            self.engine += "+ensemble"
         self.weights_digest = spec.digest
 
     def submit(self, task: SegmentTask):
@@ -343,8 +344,8 @@ def _prepare(src, dst, scale, enc, seconds, resume, overwrite) -> _Job:
     job = _Job(src, dst, segments, None, in_size, out_size, codec, pix_fmt, None)
     if len(segments) < 2:
         job.streaming = "its packets carry no timestamps" if probed is None else "it is shorter than two segments"
-    elif not resume and not overwrite:
-        check_stale(dst)
+    if not resume and not overwrite:
+        check_stale(dst)  # the streaming path too: an interrupted run's parts are never dropped silently
     return job
 
 
@@ -493,6 +494,7 @@ def _charge(tries: dict, job: _Job, segment: Segment, why: str) -> None:
     tries[key] = tries.get(key, 0) + 1
     if tries[key] >= 2:
         n = len(job.segments)
+        why = (why.strip().splitlines() or ["?"])[0]
         raise VsrError(f"{job.src}: segment {segment.index + 1} of {n} failed twice ({why}); the finished ones are kept")
 
 
@@ -520,6 +522,10 @@ def _stream(job: _Job, scale, upscaler, enc, overwrite, report, notice) -> None:
     notice(f"{job.src}: not split ({job.streaming}); one process upscales it")
     if job.folder is not None:
         job.folder.finish()
+    else:
+        from .workdir import discard
+
+        discard(job.dst, notice)  # --resume/--overwrite: a stale folder of another segmenting
     job.summary = upscale_video(
         job.src, job.dst, scale, upscaler, codec=enc.codec, crf=enc.crf, preset=enc.preset, pix_fmt=enc.pix_fmt,
         overwrite=overwrite, progress=report or (lambda event: notice(event["message"]) if event["event"] == "warning" else None),
