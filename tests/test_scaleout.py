@@ -176,6 +176,10 @@ def test_a_folder_of_videos(tmp_path, weights):
     with av.open(str(tmp_path / "out" / "b.mp4")) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (96, 64)
     assert b.exists()
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+    r = vsr("upscale", tmp_path / "in", tmp_path / "out", "--scale", 2, "--weights", weights, "--workers", 2, "--resume")
+    assert r.returncode == 0, r.stderr  # an interrupted folder run goes on: finished videos are left as they are
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()} == before
     r = vsr("upscale", tmp_path / "in", tmp_path / "out2", "--scale", 2, "--weights", weights)  # one process
     assert r.returncode == 0, r.stderr
     assert names(tmp_path / "out2") == {"a.mkv", "b.mp4"}

@@ -372,11 +372,11 @@ def upscale(
         raise UsageError("--hwaccel works in one process; drop it, or drop --workers/--ray/--resume")
     if src != "-" and src_path.is_dir():
         videos, images = _folder_media(src_path)
-        pairs = _video_pairs(videos, Path(dst), overwrite) if videos else []  # checked before any image is written
+        pairs = _video_pairs(videos, Path(dst), overwrite, resume) if videos else []  # checked before any image
         if images or not videos:
             ens = True if ensemble is None else ensemble
-            _upscale_images(src_path, Path(dst), scale, weights, arch.value, device, ens, overwrite, quiet)
-        if not videos:
+            _upscale_images(src_path, Path(dst), scale, weights, arch.value, device, ens, overwrite, quiet, resume)
+        if not pairs:
             return
     elif src != "-" and is_image_path(src_path):
         ens = True if ensemble is None else ensemble
@@ -443,10 +443,16 @@ def _folder_media(folder: Path) -> tuple[list[Path], list[Path]]:
     return [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES], [p for p in files if is_image_path(p)]
 
 
-def _video_pairs(videos: list[Path], dst: Path, overwrite: bool) -> list[tuple[str, str]]:
-    """OUTDIR/<same name> for each video, checked before any work (the folder is created)."""
+def _video_pairs(videos: list[Path], dst: Path, overwrite: bool, resume: bool = False) -> list[tuple[str, str]]:
+    """OUTDIR/<same name> for each video, checked before any work (the folder is created). With `resume`, a video
+    whose output exists and has no work folder was finished by the interrupted run: it is left out."""
     from .images import output_folder
+    from .workdir import folder_for
 
+    if resume and not overwrite:
+        videos = [v for v in videos if not (dst / v.name).exists() or folder_for(dst / v.name).is_dir()]
+        if not videos:
+            return []
     output_folder(videos[0].parent, dst, [dst / v.name for v in videos], overwrite)
     return [(str(v), str(dst / v.name)) for v in videos]
 
@@ -466,13 +472,30 @@ def _segment_workers(upscaler, workers: int, ray: str | None, notice):
 
 
 def _upscale_images(
-    src: Path, dst: Path, scale: int, weights, arch: str, device: str, ensemble: bool, overwrite: bool, quiet: bool
+    src: Path,
+    dst: Path,
+    scale: int,
+    weights,
+    arch: str,
+    device: str,
+    ensemble: bool,
+    overwrite: bool,
+    quiet: bool,
+    resume: bool = False,
 ) -> None:
     import time
 
     from .images import image_jobs, upscale_files
 
-    jobs = image_jobs(src, dst, overwrite)
+    if resume and not overwrite and src.is_dir() and dst.is_dir():  # the images an interrupted run finished
+        from .data import list_images
+
+        done = {p.stem for p in list_images(src) if (dst / f"{p.stem}.png").exists()}
+        jobs = [(s, d) for s, d in image_jobs(src, dst, True) if s.stem not in done]
+        if not jobs:
+            return
+    else:
+        jobs = image_jobs(src, dst, overwrite)
     upscaler = _load_upscaler(weights, scale, arch, device, ensemble=ensemble)
     t0 = time.perf_counter()
     plain = _PlainProgress(quiet, "images")

@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import BackendError, InputError, UsageError
-from .signals import deferred
+from .signals import deferred, held
 
 _QUIET_ENV = {  # read when ray is imported (ray/_private/ray_constants.py)
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage-stats prompt or upload attempt
@@ -189,7 +189,7 @@ class RayWorkers:
         ray, self._ray = getattr(self, "_ray", None), None
         try:
             if ray is not None:
-                with deferred():
+                with held():
                     for ref in self._refs:
                         try:
                             ray.cancel(ref, force=True)

@@ -47,10 +47,11 @@ from .pipeline import VideoSummary, _check_target, upscale_video
 from .resize import output_length
 from .segments import Segment, SegmentError, plan, probe
 from .signals import check as check_stop
-from .signals import deferred
+from .signals import deferred, held
 from .video import EncoderOptions, VideoReader, VideoWriter, encoder_settings
 from .workdir import WorkFolder, check_stale, input_identity
 
+_NO_JOIN_SUFFIXES = {".avi"}  # AVI's muxer puts each part's first frame at 0 (review 13b, M1)
 RUN_FORMAT = "vsr-segmented-1"  # part of a work folder's identity: bump when parts change meaning
 
 
@@ -208,7 +209,8 @@ class InProcessWorkers:
 
     def close(self) -> None:
         self._stop.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        with held():  # a second stop signal (timeout sends two) must not leave the thread running in torch
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class LocalWorkers:
@@ -252,12 +254,13 @@ class LocalWorkers:
         if pool is None:
             return
         procs = list((getattr(pool, "_processes", None) or {}).values())  # CPython's executor keeps them here
-        for proc in procs:  # a running segment would take its whole length to notice a shutdown
-            try:
-                proc.kill()
-            except (OSError, ValueError):
-                pass
-        pool.shutdown(wait=True, cancel_futures=True)
+        with held():  # a second stop signal must not cut the clean-up short
+            for proc in procs:  # a running segment would take its whole length to notice a shutdown
+                try:
+                    proc.kill()
+                except (OSError, ValueError):
+                    pass
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class WorkerDied(Exception):
@@ -344,6 +347,8 @@ def _prepare(src, dst, scale, enc, seconds, resume, overwrite) -> _Job:
     job = _Job(src, dst, segments, None, in_size, out_size, codec, pix_fmt, None)
     if len(segments) < 2:
         job.streaming = "its packets carry no timestamps" if probed is None else "it is shorter than two segments"
+    elif Path(dst).suffix.lower() in _NO_JOIN_SUFFIXES:
+        job.streaming = f"{Path(dst).suffix} output cannot be joined from parts: its muxer restarts each part's clock"
     if not resume and not overwrite:
         check_stale(dst)  # the streaming path too: an interrupted run's parts are never dropped silently
     return job
@@ -357,7 +362,7 @@ def _open_folder(job: _Job, scale, enc, workers, resume, overwrite, notice) -> N
         if part is not None:
             job.parts[segment.index] = part
     job.reused = len(job.parts)
-    if resume:
+    if resume and job.reused:
         notice(f"{job.src}: reusing {job.reused} of {len(job.segments)} segments from an earlier run")
 
 

@@ -19,6 +19,8 @@ Contract:
   clean-up may leave a partial file, which the next run sweeps (`vsr.atomic`).
 - `with deferred():` holds a signal back until the block ends (then raises it), for writes that belong
   together (training's checkpoint, weights and log of one epoch). Main thread only, like the handler.
+- `with held():` holds signals the same way but does not raise them when the block ends: clean-up that runs
+  while a stop is already unwinding the run (worker pools) must finish, and must not raise a second time.
 - `check()` raises a stop that arrived but was swallowed: Python runs signal handlers wherever the main
   thread is, and a callback that C code calls (OpenCV's mouse callback inside `cv2.waitKey`) may discard
   the exception. The main loops (video pipeline, webcam, training steps, image folders) call it, so such
@@ -95,6 +97,17 @@ def deferred() -> Iterator[None]:
     finally:
         _state["depth"] -= 1
     check()
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Hold stop signals inside the block without raising them at its end: for clean-up that must finish (worker
+    pools shut down while a stop is already unwinding the run). A signal that arrives stays pending for `check()`."""
+    _state["depth"] += 1
+    try:
+        yield
+    finally:
+        _state["depth"] -= 1
 
 
 def install() -> list[int]:
