@@ -7,29 +7,38 @@ import pytest
 import torch
 
 from vsr import trt
-from vsr.engine import FallbackUpscaler, SelfEnsemble, Upscaler, make_upscaler
+from vsr.engine import FallbackUpscaler, SelfEnsemble, Upscaler, _one_channel_conv, _taps, make_upscaler
 from vsr.errors import BackendError
 from vsr.pipeline import upscale_planes
+from vsr.precision import cpu_bf16
 
 from .test_model import make_model
 
 CUDA = pytest.mark.gpu
 
 
-def test_auto_on_cpu_is_eager_fp32():
+def test_auto_on_cpu_is_eager_fp32_for_weights_without_a_precision_record():
     up = make_upscaler(make_model("9-1-5"), "auto", "cpu")
     assert (up.backend, up.precision, up.device.type) == ("eager", "fp32", "cpu")
 
 
+BF16 = ("bf16",) * 3
+MIXED = ("fp32", "bf16", "fp32")
+
+
 @pytest.mark.parametrize("arch", ["9-1-5", "9-5-5"])
-def test_cpu_results_do_not_depend_on_the_thread_count(arch):
+@pytest.mark.parametrize("layers", [("fp32",) * 3, MIXED, BF16])
+def test_cpu_results_do_not_depend_on_the_thread_count(arch, layers):
     """Segments in worker processes with fewer threads must give the one-process output byte for byte
     (issue 13). F.conv2d's 1x1 convolution (9-1-5) takes another path with one thread than with two; vsr runs
-    every CPU convolution through oneDNN (vsr.engine._onednn_forward). The shipped weights, a 180x320 frame x2."""
+    every CPU convolution through oneDNN (vsr.engine._onednn_forward), in fp32 and bf16 plans alike, and the
+    last layer's tap sum reduces each output in one thread. The shipped weights, a 180x320 frame x2."""
     from vsr.model import load_weights
     from vsr.resize import imresize
     from vsr.weights import default_weights
 
+    if "bf16" in layers and not cpu_bf16()["onednn"]:
+        pytest.skip("oneDNN runs no bf16 convolutions on this CPU")
     model = load_weights(default_weights(2, arch))
     y = imresize(torch.rand(1, 1, 180, 320, generator=torch.Generator().manual_seed(0)), 2)
     threads = torch.get_num_threads()
@@ -37,10 +46,48 @@ def test_cpu_results_do_not_depend_on_the_thread_count(arch):
         outs = []
         for n in (1, 2, 3):
             torch.set_num_threads(n)
-            outs.append(Upscaler(model, "cpu")(y))
+            outs.append(Upscaler(model, "cpu", layers=layers)(y))
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+@pytest.mark.parametrize("shape,k", [((1, 32, 40, 52), 5), ((2, 32, 23, 17), 5), ((1, 8, 30, 30), 3)])
+def test_one_channel_conv_is_the_convolution(shape, k):
+    """The last layer as a 1x1 convolution to k*k taps and a shifted sum equals the convolution (float64
+    reference), at least as closely as oneDNN's own 1-channel convolution."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(shape, generator=g).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(shape[1], 1, k)
+    with torch.no_grad():
+        conv.weight.normal_(0, 0.05, generator=g)
+    got = _one_channel_conv(x, _taps(conv), conv.bias.detach())
+    want = torch.nn.functional.conv2d(x.double(), conv.weight.double(), conv.bias.double())
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert (got.double() - want).abs().max() < 1e-6
+
+
+def test_cpu_last_layer_uses_the_tap_sum_in_fp32_only():
+    model = make_model("9-5-5")
+    assert Upscaler(model, "cpu").taps is not None
+    if cpu_bf16()["onednn"]:
+        assert Upscaler(model, "cpu", layers=MIXED).taps is not None
+        assert Upscaler(model, "cpu", layers=BF16).taps is None  # bf16 conv3: oneDNN's own convolution
+
+
+def test_mixed_plan_is_close_to_fp32_and_not_equal():
+    if not cpu_bf16()["onednn"]:
+        pytest.skip("oneDNN runs no bf16 convolutions on this CPU")
+    from vsr.model import load_weights
+    from vsr.resize import imresize
+    from vsr.weights import default_weights
+
+    model = load_weights(default_weights(3, "9-5-5"))
+    y = imresize(torch.rand(1, 1, 60, 80, generator=torch.Generator().manual_seed(0)), 3)
+    fp32, mixed = Upscaler(model, "cpu")(y), Upscaler(model, "cpu", layers=MIXED)(y)
+    assert not torch.equal(fp32, mixed)  # bf16 did run
+    assert (fp32 - mixed).abs().max() < 2 / 255  # within 2 code values
+    assert (fp32 - mixed).abs().mean() < 0.1 / 255
 
 
 def test_bad_backend_and_precision():
@@ -83,10 +130,11 @@ def test_edge_tiles_padded_to_one_shape_equal_untiled():
     tiled.uniform_tiles = True
     run = tiled._run_valid
     tiled._run_valid = lambda w: shapes.append(tuple(w.shape)) or run(w)
-    assert torch.equal(tiled(x), whole)
+    # oneDNN picks its fp32 kernel by shape, and kernels sum in different orders: equal up to float rounding
+    torch.testing.assert_close(tiled(x), whole, atol=1e-5, rtol=0)
     assert set(shapes) == {(2, 1, 24 + 16, 26 + 16)}  # balanced: 70 rows -> 3 x 24, 101 columns -> 4 x 26
     exact = Upscaler(model, "cpu", tile=32)
-    assert torch.equal(exact(x), whole)
+    torch.testing.assert_close(exact(x), whole, atol=1e-5, rtol=0)
 
 
 def test_compile_backend_matches_eager_on_cpu(tmp_path, monkeypatch):

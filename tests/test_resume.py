@@ -251,6 +251,24 @@ def test_the_engine_identity_names_the_self_ensemble():
     assert plain.engine == "cpu-fp32" and WorkerSpec(b"w", "9-5-5", 64, 32, True, 1).engine == "cpu-fp32+ensemble"
 
 
+def test_workers_get_the_parents_precision_plan_and_name_it():
+    """A bf16 plan changes every frame too; every worker computes with the parent's plan (not its own `auto`,
+    which a worker on another CPU could resolve differently) and --resume does not mix plans (issue 14)."""
+    from vsr.engine import Upscaler
+    from vsr.precision import cpu_bf16
+    from vsr.scaleout import build_upscaler, spec_for
+
+    from .test_model import make_model
+
+    mixed = ("fp32", "bf16", "fp32")
+    if not cpu_bf16()["onednn"]:
+        pytest.skip("oneDNN runs no bf16 convolutions on this CPU")
+    spec = spec_for(Upscaler(make_model("9-1-5"), "cpu", layers=mixed), 2)
+    assert spec.layers == mixed and spec.engine == "cpu-bf16 conv2"
+    assert build_upscaler(spec).layers == mixed
+    assert spec_for(Upscaler(make_model("9-1-5"), "cpu"), 2).engine == "cpu-fp32"
+
+
 def test_avi_output_takes_the_streaming_path(tmp_path, clip):
     """AVI's muxer restarts each part's clock, so parts cannot be joined into it (review 13b, M1)."""
     src, _ = clip

@@ -11,8 +11,9 @@ the common window shape (replicate; the extra output is discarded), so they see 
 per frame size.
 
 Backends (attribute `backend`):
-- `eager`: plain PyTorch, CPU or CUDA, fp32 (fp16 on CUDA only).
-- `compile`: `torch.compile` (Inductor, default mode), channels_last on CUDA. No CUDA graphs
+- `eager`: plain PyTorch, CPU or CUDA; fp16 or fp32 on CUDA; on the CPU fp32, bf16 or a per-layer mix of the two
+  (`vsr.precision`), every convolution through oneDNN in channels_last (`_onednn_forward`).
+- `compile`: `torch.compile` (Inductor, default mode), channels_last. No CUDA graphs
   (mode "reduce-overhead"): before torch 2.13 a compiled function with CUDA graphs fails in any
   thread but the one that imported Inductor's cudagraph trees (an assert in
   `cudagraph_trees.get_obj`, pytorch issue 123177), and the SR stage is another thread; and a
@@ -33,6 +34,7 @@ about +0.1-0.2 dB; `vsr upscale` uses it for still images by default.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,7 @@ import torch.nn.functional as F
 
 from .errors import BackendError, VsrError
 from .model import SRCNN
+from .tilepool import tile_pool
 
 BACKENDS = ("eager", "compile", "tensorrt")
 Notice = Callable[[str], None]
@@ -77,62 +80,135 @@ def cache_root() -> Path:
 
 
 class _Valid(torch.nn.Module):
-    """The model with valid (unpadded) convolutions: what the backends compile."""
+    """The model with valid (unpadded) convolutions: what the backends compile. With `dtypes` (one per layer, a
+    mixed CPU plan) each layer's input is cast to its layer's dtype first."""
 
-    def __init__(self, model: SRCNN):
+    def __init__(self, model: SRCNN, dtypes: tuple[torch.dtype, ...] | None = None):
         super().__init__()
         self.model = model
+        self.dtypes = dtypes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x, pad=False)
+        if self.dtypes is None:
+            return self.model(x, pad=False)
+        m = self.model
+        x = F.relu(m.conv1(x.to(self.dtypes[0])))
+        x = F.relu(m.conv2(x.to(self.dtypes[1])))
+        return m.conv3(x.to(self.dtypes[2]))
 
 
 _ONEDNN = torch.backends.mkldnn.is_available()
 
 
-def _onednn_forward(model: SRCNN, x: torch.Tensor) -> torch.Tensor:
-    """SRCNN's valid convolutions through oneDNN whatever the thread count, so that a CPU result does not depend on
-    how many threads computed it (segments in worker processes with fewer threads each must give the one-process
-    output, byte for byte). `F.conv2d` picks oneDNN by a heuristic that sends a 1x1 convolution (9-1-5's middle
-    layer) with batch 1 to the native path when torch has one thread, and to oneDNN with more ("For 1x1 filters,
-    MKLDNN is faster than THNN when multi-threaded, but THNN is faster when single-threaded",
+def _onednn_forward(
+    model: SRCNN, x: torch.Tensor, dtypes: tuple[torch.dtype, ...], taps: torch.Tensor | None = None
+) -> torch.Tensor:
+    """SRCNN's valid convolutions through oneDNN, channels_last, each layer in its own dtype (fp32 or bf16; the
+    weights are already in it and channels_last), whatever the thread count, so that a CPU result does not depend
+    on how many threads computed it (segments in worker processes with fewer threads each must give the
+    one-process output, byte for byte). `F.conv2d` picks oneDNN by a heuristic that sends a 1x1 convolution
+    (9-1-5's middle layer) with batch 1 to the native path when torch has one thread, and to oneDNN with more
+    ("For 1x1 filters, MKLDNN is faster than THNN when multi-threaded, but THNN is faster when single-threaded",
     aten/src/ATen/native/Convolution.cpp, ConvParams::use_mkldnn); the two round differently (up to 4e-7,
-    a code value at ties). oneDNN's own results are the same for 1 to 4 threads (tests/test_engine.py), and the
-    same as F.conv2d's with 2 or more, at the same speed."""
+    a code value at ties). oneDNN's own results are the same for 1 to 4 threads, in fp32 and bf16
+    (tests/test_engine.py). channels_last (NHWC) is oneDNN's native layout: measured on a 2-core Zen 4, 9-5-5 on
+    a 1080p frame in 256 tiles, 1.09 s NCHW -> 0.61 s, outputs within 2e-6. oneDNN's fused conv+bias+ReLU
+    (`mkldnn._convolution_pointwise`) measured no faster here (0.65 s), so the ReLU stays a separate in-place op.
+    With `taps` (see `_taps`) the last layer runs as `_one_channel_conv`."""
     for k, conv in enumerate((model.conv1, model.conv2, model.conv3)):
-        x = torch.ops.aten.mkldnn_convolution(x.contiguous(), conv.weight, conv.bias, [0, 0], [1, 1], [1, 1], 1)
+        x = x.to(dtypes[k]).contiguous(memory_format=torch.channels_last)
+        if k == 2 and taps is not None:
+            return _one_channel_conv(x, taps, conv.bias)
+        x = torch.ops.aten.mkldnn_convolution(x, conv.weight, conv.bias, [0, 0], [1, 1], [1, 1], 1)
         if k < 2:
             x = torch.relu_(x)
-    return x
+    return x.float()
+
+
+def _taps(conv: torch.nn.Conv2d) -> torch.Tensor | None:
+    """For a C -> 1 channel k x k fp32 convolution (SRCNN's last layer): its weights as a 1x1 convolution C -> k*k,
+    one output channel per tap (i, j) at channel i*k + j, channels_last; None for any other convolution."""
+    w = conv.weight
+    if w.shape[0] != 1 or w.dtype != torch.float32 or w.shape[-1] != w.shape[-2]:
+        return None
+    c, k = w.shape[1], w.shape[-1]
+    return w[0].permute(1, 2, 0).reshape(k * k, c, 1, 1).contiguous(memory_format=torch.channels_last)
+
+
+def _one_channel_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A valid C -> 1 channel k x k convolution of channels_last fp32 `x`, as oneDNN's 1x1 convolution C -> k*k
+    (`taps`) and a sum of the k*k planes, each shifted by its tap: out[y, x] = bias + sum_ij z[i*k+j, y+i, x+j].
+    oneDNN computes a 1-channel output in blocks of 16 channels (15 of them wasted): SRCNN's last layer took 25 %
+    of a 9-5-5 frame and half of a 9-1-5 one. This way it is 3x faster (measured on a 2-core Zen 4: 6.0 -> 2.0 ms
+    on a 240x216 tile), closer to float64 (1.5e-7 against oneDNN's 6.7e-7) and, like oneDNN, the same for any
+    thread count (tests/test_engine.py): the sum reduces each output's k*k terms in one thread."""
+    z = torch.ops.aten.mkldnn_convolution(x, taps, None, [0, 0], [1, 1], [1, 1], 1)  # n x k*k x H x W, NHWC
+    n, kk, big_h, big_w = z.shape
+    k = int(round(kk**0.5))
+    if not z.is_contiguous(memory_format=torch.channels_last):
+        z = z.contiguous(memory_format=torch.channels_last)
+    h, w = big_h - k + 1, big_w - k + 1
+    # view[n, y, x, i, j] = z[n, i*k + j, y + i, x + j] in NHWC memory: offset n*H*W*kk + (y+i)*W*kk + (x+j)*kk + i*k + j
+    view = z.as_strided((n, h, w, k, k), (big_h * big_w * kk, big_w * kk, kk, big_w * kk + k, kk + 1))
+    return (view.sum(dim=(3, 4)) + bias).unsqueeze(1)
 
 
 class Upscaler:
-    """Eager PyTorch backend (CPU or GPU), fp32 or fp16 (fp16 only on CUDA); base of the others."""
+    """Eager PyTorch backend (CPU or GPU); base of the others. `precision` is a `--precision` choice (see
+    `vsr.precision`: None or "auto" is fp16 on a GPU and the recorded bf16/fp32 plan on the CPU); `layers`, one
+    dtype name per convolution, overrides it with an explicit plan (a CPU worker gets its parent's this way).
+    After construction `precision` is the plan's label ("fp32", "bf16", "fp16", "bf16 conv2") and `layers` the
+    plan."""
 
     backend = "eager"
     uniform_tiles = False  # pad edge tiles to the common tile shape (compiled backends)
 
-    def __init__(self, model: SRCNN, device: torch.device | str = "cpu", precision: str = "fp32", tile: int | None = None):
+    def __init__(
+        self,
+        model: SRCNN,
+        device: torch.device | str = "cpu",
+        precision: str | None = "fp32",
+        tile: int | None = None,
+        layers: tuple[str, ...] | None = None,
+        notice: Notice = lambda message: None,
+    ):
+        from . import precision as policy
+
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:  # cuda:N everywhere (threads set it current)
             self.device = torch.device("cuda", torch.cuda.current_device())
-        if precision not in ("fp32", "fp16"):
-            raise BackendError(f"unknown precision {precision!r}; use fp32 or fp16")
-        if precision == "fp16" and self.device.type != "cuda":
-            raise BackendError("fp16 needs a CUDA GPU; use --precision fp32 on the CPU")
+        if layers is None:
+            layers = policy.layer_plan(model, precision, self.device, notice)
+        elif len(layers) != len(policy.LAYERS) or any(d not in policy.DTYPES for d in layers):
+            raise BackendError(f"bad layer precisions {layers!r}; give one of fp32, bf16, fp16 per layer")
+        elif self.device.type != "cuda" and "fp16" in layers:
+            raise BackendError("fp16 needs a CUDA GPU; use --precision auto, fp32 or bf16 on the CPU")
+        elif self.device.type == "cuda" and "bf16" in layers:
+            raise BackendError("bf16 is a CPU precision in vsr; use --precision fp16 (default) or fp32 on a GPU")
+        elif "bf16" in layers and not policy.cpu_bf16()["onednn"]:  # e.g. a worker on another machine
+            raise BackendError("this CPU cannot run bf16 convolutions (oneDNN needs AVX-512 or newer); use --precision fp32")
         tile = default_tile(self.device) if tile is None else tile
         if tile < 16:
             raise BackendError(f"tile size {tile} is too small; use at least 16")
-        self.precision = precision
-        self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.model = model.to(self.device, self.dtype).eval()
+        self.layers = tuple(layers)
+        self.precision = policy.label(self.layers)
+        self.dtypes = tuple(policy.DTYPES[d] for d in self.layers)
+        self.dtype = self.dtypes[0]  # the input's dtype
+        self.uniform = len(set(self.dtypes)) == 1
+        self.model = copy.deepcopy(model).to(self.device, torch.float32).eval()  # the caller's model stays as it is
+        self.onednn = self.device.type == "cpu" and _ONEDNN
+        for conv, dtype in zip((self.model.conv1, self.model.conv2, self.model.conv3), self.dtypes, strict=True):
+            conv.to(dtype)
+            if self.onednn:  # oneDNN's native layout (see _onednn_forward)
+                conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+        self.taps = _taps(self.model.conv3) if self.onednn else None
         self.config = model.config
         self.tile = tile
         if self.device.type == "cuda":
             # Frame shapes are fixed for a whole video, so let cuDNN time its convolution algorithms once per
             # shape and keep the fastest (off by default: then it picks by heuristics, often not the fastest).
             torch.backends.cudnn.benchmark = True
-            if precision == "fp32":
+            if self.precision == "fp32":
                 # fp32 means fp32: cuDNN runs fp32 convolutions in TF32 (10-bit mantissa) on Ampere and newer by
                 # default. The legacy flag exists in every torch vsr allows; from torch 2.9 it sets the new
                 # per-op setting to "none", which resolves to IEEE (aten/src/ATen/Context.cpp, setAllowTF32CuDNN).
@@ -140,9 +216,11 @@ class Upscaler:
 
     def _run_valid(self, window: torch.Tensor) -> torch.Tensor:
         """Valid convolutions on an already padded window (output smaller by 2*border), float32 out."""
-        if self.device.type == "cpu" and _ONEDNN:
-            return _onednn_forward(self.model, window.to(self.dtype))
-        return self.model(window.to(self.dtype), pad=False).float()
+        if self.onednn:
+            return _onednn_forward(self.model, window, self.dtypes, self.taps)
+        if self.uniform:
+            return self.model(window.to(self.dtype), pad=False).float()
+        return _Valid(self.model, self.dtypes)(window).float()
 
     def warm_up(self, height: int, width: int) -> None:
         """Run one blank frame of this size (bicubic-upscaled luma) through a compiled backend, so that compiling
@@ -182,14 +260,23 @@ class Upscaler:
             return self._run_valid(padded).clamp_(0.0, 1.0)
         th, tw = -(-h // -(-h // t)), -(-w // -(-w // t))  # balanced tiles: ceil(h / number of tiles)
         out = torch.empty_like(y)
-        for top in range(0, h, th):
-            for left in range(0, w, tw):
-                bottom, right = min(top + th, h), min(left + tw, w)
-                window = padded[:, :, top : bottom + 2 * b, left : right + 2 * b]
-                short_h, short_w = th + 2 * b - window.shape[-2], tw + 2 * b - window.shape[-1]
-                if self.uniform_tiles and (short_h or short_w):  # one shape for compiled code; extra pixels discarded
-                    window = F.pad(window, (0, short_w, 0, short_h), mode="replicate")
-                out[:, :, top:bottom, left:right] = self._run_valid(window)[:, :, : bottom - top, : right - left]
+
+        def tile(corner: tuple[int, int]) -> None:
+            top, left = corner
+            bottom, right = min(top + th, h), min(left + tw, w)
+            window = padded[:, :, top : bottom + 2 * b, left : right + 2 * b]
+            short_h, short_w = th + 2 * b - window.shape[-2], tw + 2 * b - window.shape[-1]
+            if self.uniform_tiles and (short_h or short_w):  # one shape for compiled code; extra pixels discarded
+                window = F.pad(window, (0, short_w, 0, short_h), mode="replicate")
+            out[:, :, top:bottom, left:right] = self._run_valid(window)[:, :, : bottom - top, : right - left]
+
+        corners = [(top, left) for top in range(0, h, th) for left in range(0, w, tw)]
+        pool = tile_pool(torch.get_num_threads()) if self.onednn and len(corners) > 1 else None
+        if pool is not None:  # a tile per thread (vsr.tilepool); the same bytes as one tile at a time
+            pool.map(tile, corners)
+        else:
+            for corner in corners:
+                tile(corner)
         return out.clamp_(0.0, 1.0)
 
 
@@ -221,33 +308,31 @@ class CompiledUpscaler(Upscaler):
     backend = "compile"
     uniform_tiles = True
 
-    def __init__(self, model: SRCNN, device: torch.device | str = "cpu", precision: str = "fp32", tile: int | None = None):
-        super().__init__(model, device, precision, tile)
+    def __init__(self, *args, **kwargs):  # Upscaler's parameters
+        super().__init__(*args, **kwargs)
+        self.onednn = False  # Inductor picks its own kernels
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
         import torch._inductor.config as inductor_config
 
         inductor_config.fx_graph_cache = True
-        self.channels_last = self.device.type == "cuda"
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.channels_last = True
+        self.model = self.model.to(memory_format=torch.channels_last)
         _raise_recompile_limit()
         try:
-            self._fn = torch.compile(_Valid(self.model), dynamic=False)
+            self._fn = torch.compile(_Valid(self.model, None if self.uniform else self.dtypes), dynamic=False)
         except Exception as exc:  # noqa: BLE001 - e.g. no C++ compiler for Inductor on the CPU
             raise BackendError(f"torch.compile is not usable here ({type(exc).__name__}: {exc}); use --backend eager") from None
 
     def _run_valid(self, window: torch.Tensor) -> torch.Tensor:
-        x = window.to(self.dtype)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = window.to(self.dtype).contiguous(memory_format=torch.channels_last)
         return self._fn(x).float()
 
 
 def _build(backend: str, model: SRCNN, dev: torch.device, precision: str, tile: int | None, notice: Notice) -> Upscaler:
     if backend == "eager":
-        return Upscaler(model, dev, precision, tile)
+        return Upscaler(model, dev, precision, tile, notice=notice)
     if backend == "compile":
-        return CompiledUpscaler(model, dev, precision, tile)
+        return CompiledUpscaler(model, dev, precision, tile, notice=notice)
     if backend == "tensorrt":
         from .trt import TensorRTUpscaler
 
@@ -303,12 +388,13 @@ def make_upscaler(
 ) -> Upscaler:
     """Pick and build a backend. auto: eager on the CPU; on CUDA a `FallbackUpscaler` over tensorrt (where
     torch-tensorrt imports), compile, eager. A named backend that cannot be built raises `BackendError`.
-    precision None: fp16 on CUDA, fp32 on the CPU."""
+    precision None or "auto": fp16 on CUDA; on the CPU bf16 for the layers recorded for these weights where the
+    CPU has native bf16, fp32 elsewhere (`vsr.precision`)."""
     dev = pick_device(device) if isinstance(device, str) else torch.device(device)
-    precision = precision or ("fp16" if dev.type == "cuda" else "fp32")
+    precision = precision or "auto"
     if backend == "auto":
         if dev.type != "cuda":
-            return Upscaler(model, dev, precision, tile)
+            return Upscaler(model, dev, precision, tile, notice=notice)
         from . import trt
 
         if trt.available():

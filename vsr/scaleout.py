@@ -68,6 +68,13 @@ class WorkerSpec:
     device: str = "cpu"  # "cuda": a GPU task (Ray, num_gpus=1), built by `make_upscaler` like the CLI's
     backend: str = "eager"
     precision: str | None = None
+    layers: tuple[str, ...] = ("fp32", "fp32", "fp32")  # the CPU plan (vsr.precision), the parent's: every worker the same
+
+    @property
+    def cpu_engine(self) -> str:
+        from .precision import label
+
+        return f"cpu-{label(self.layers)}"
 
     @property
     def digest(self) -> str:
@@ -76,7 +83,7 @@ class WorkerSpec:
     @property
     def engine(self) -> str:
         """What decides the numbers a worker computes (parts of different engines are not mixed)."""
-        base = "cpu-fp32" if self.device == "cpu" else f"{self.device}-{self.precision or 'fp16'}-{self.backend}"
+        base = self.cpu_engine if self.device == "cpu" else f"{self.device}-{self.precision or 'fp16'}-{self.backend}"
         return base + ("+ensemble" if self.ensemble else "")
 
 
@@ -95,7 +102,9 @@ def spec_for(upscaler, workers: int, cpu_only: bool = True) -> WorkerSpec:
     model = inner.model
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     cfg = model.config
-    return WorkerSpec(save(state), cfg.arch, cfg.n1, cfg.n2, upscaler is not inner, max(1, cores() // workers))
+    threads = max(1, cores() // workers)
+    layers = tuple(getattr(inner, "layers", ("fp32",) * 3)) if torch.device(inner.device).type == "cpu" else ("fp32",) * 3
+    return WorkerSpec(save(state), cfg.arch, cfg.n1, cfg.n2, upscaler is not inner, threads, layers=layers)
 
 
 def build_upscaler(spec: WorkerSpec, notice=lambda text: None):
@@ -110,7 +119,7 @@ def build_upscaler(spec: WorkerSpec, notice=lambda text: None):
     model = SRCNN(SRCNNConfig.from_arch(spec.arch, spec.n1, spec.n2))
     model.load_state_dict(load(spec.weights))
     if spec.device == "cpu":
-        upscaler = Upscaler(model, "cpu")
+        upscaler = Upscaler(model, "cpu", layers=spec.layers)
     else:
         upscaler = make_upscaler(model, spec.backend, spec.device, spec.precision, notice=notice)
     return SelfEnsemble(upscaler) if spec.ensemble else upscaler
@@ -186,7 +195,7 @@ class InProcessWorkers:
         inner = getattr(upscaler, "upscaler", upscaler)
         device = torch.device(getattr(inner, "device", "cpu"))
         if device.type == "cpu":
-            self.engine = "cpu-fp32"
+            self.engine = spec.cpu_engine
         else:
             self.engine = f"{device.type}-{getattr(inner, 'precision', 'fp16')}-{getattr(inner, 'backend', 'auto')}"
         if upscaler is not inner:

@@ -1,0 +1,139 @@
+"""The `--precision` policy (`vsr.precision`): plans per device and CPU, the record of shipped models, and the
+0.01 dB promise of `auto` on Set5 (issue 14). The CPU's bf16 capability is faked where a test needs one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vsr import precision
+from vsr.engine import Upscaler, make_upscaler
+from vsr.errors import BackendError
+from vsr.model import load_weights, weights_hash
+from vsr.weights import REPO_WEIGHTS, default_weights
+
+from .test_model import make_model
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
+NATIVE = {"avx512_bf16": True, "amx_bf16": False, "native": True, "onednn": True}
+EMULATED = {"avx512_bf16": False, "amx_bf16": False, "native": False, "onednn": True}
+NONE = {"avx512_bf16": False, "amx_bf16": False, "native": False, "onednn": False}
+SHIPPED = [(arch, scale) for arch in ("9-5-5", "9-1-5") for scale in (2, 3, 4)]
+BF16_CONVS = pytest.mark.skipif(not precision.cpu_bf16()["onednn"], reason="oneDNN runs no bf16 convolutions on this CPU")
+
+
+def fake_cpu(monkeypatch, flags: dict) -> None:
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: dict(flags))
+
+
+def write_record(folder, model, layers, delta=-0.004):
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"weights_hash": weights_hash(model), "auto_bf16_layers": list(layers), "auto_set5_delta_db": delta}
+    (folder / precision.RECORD).write_text(json.dumps({"models": {"mine.safetensors": record}}))
+
+
+def test_gpu_plans():
+    model = make_model("9-1-5")
+    assert precision.layer_plan(model, None, CUDA) == ("fp16",) * 3
+    assert precision.layer_plan(model, "auto", CUDA) == ("fp16",) * 3
+    assert precision.layer_plan(model, "fp32", CUDA) == ("fp32",) * 3
+    with pytest.raises(BackendError, match="bf16 is a CPU precision"):
+        precision.layer_plan(model, "bf16", CUDA)
+
+
+def test_cpu_plans(monkeypatch, tmp_path):
+    model = make_model("9-1-5")
+    monkeypatch.setenv("VSR_WEIGHTS", str(tmp_path / "w"))
+    write_record(tmp_path / "w", model, ["conv2"])
+    with pytest.raises(BackendError, match="fp16 needs a CUDA GPU"):
+        precision.layer_plan(model, "fp16", CPU)
+    with pytest.raises(BackendError, match="unknown precision"):
+        precision.layer_plan(model, "int8", CPU)
+    fake_cpu(monkeypatch, NATIVE)
+    assert precision.layer_plan(model, "auto", CPU) == ("fp32", "bf16", "fp32")  # the recorded layers
+    assert precision.layer_plan(model, "fp32", CPU) == ("fp32",) * 3
+    assert precision.layer_plan(model, "bf16", CPU) == ("bf16",) * 3
+    assert precision.layer_plan(make_model("9-1-5", seed=7), "auto", CPU) == ("fp32",) * 3  # no record: fp32
+    fake_cpu(monkeypatch, EMULATED)
+    assert precision.layer_plan(model, "auto", CPU) == ("fp32",) * 3  # no native bf16: fp32 whatever the record
+    notices: list[str] = []
+    assert precision.layer_plan(model, "bf16", CPU, notices.append) == ("bf16",) * 3
+    assert len(notices) == 1 and "emulated and slower" in notices[0]
+    fake_cpu(monkeypatch, NONE)
+    with pytest.raises(BackendError, match="cannot run bf16"):
+        precision.layer_plan(model, "bf16", CPU)
+
+
+def test_a_retrained_file_of_the_same_name_has_no_record(monkeypatch, tmp_path):
+    """Records are keyed by the weights' hash, not the file name."""
+    fake_cpu(monkeypatch, NATIVE)
+    monkeypatch.setenv("VSR_WEIGHTS", str(tmp_path / "w"))
+    write_record(tmp_path / "w", make_model("9-5-5", seed=1), ["conv2", "conv3"])
+    assert precision.recorded_layers(make_model("9-5-5", seed=1)) == ("conv2", "conv3")
+    assert precision.recorded_layers(make_model("9-5-5", seed=2)) is None
+    assert precision.layer_plan(make_model("9-5-5", seed=2), "auto", CPU) == ("fp32",) * 3
+
+
+def test_labels():
+    assert precision.label(("fp32",) * 3) == "fp32"
+    assert precision.label(("bf16",) * 3) == "bf16"
+    assert precision.label(("fp32", "bf16", "fp32")) == "bf16 conv2"
+    assert precision.label(("bf16", "bf16", "fp32")) == "bf16 conv1+conv2"
+
+
+def test_upscaler_takes_the_plan_and_keeps_the_callers_model(monkeypatch, tmp_path):
+    model = make_model("9-1-5")
+    fake_cpu(monkeypatch, NATIVE)
+    monkeypatch.setenv("VSR_WEIGHTS", str(tmp_path / "w"))
+    write_record(tmp_path / "w", model, ["conv2"])
+    up = make_upscaler(model, "auto", "cpu")
+    assert (up.precision, up.layers) == ("bf16 conv2", ("fp32", "bf16", "fp32"))
+    assert model.conv2.weight.dtype == torch.float32  # the caller's model is not cast
+    assert Upscaler(model, "cpu", layers=("bf16",) * 3).precision == "bf16"
+    with pytest.raises(BackendError, match="bad layer precisions"):
+        Upscaler(model, "cpu", layers=("fp32", "int8", "fp32"))
+    with pytest.raises(BackendError, match="fp16 needs a CUDA GPU"):
+        Upscaler(model, "cpu", layers=("fp32", "fp16", "fp32"))
+    fake_cpu(monkeypatch, NONE)  # a worker given a bf16 plan on a CPU without AVX-512
+    with pytest.raises(BackendError, match="cannot run bf16 convolutions"):
+        Upscaler(model, "cpu", layers=("fp32", "bf16", "fp32"))
+
+
+def test_cpu_bf16_reads_flags():
+    flags = precision.cpu_bf16()
+    assert set(flags) == {"avx512_bf16", "amx_bf16", "native", "onednn"}
+    assert flags["native"] == (flags["avx512_bf16"] or flags["amx_bf16"])
+
+
+@pytest.mark.parametrize("arch,scale", SHIPPED)
+def test_every_shipped_model_has_a_consistent_record(monkeypatch, arch, scale):
+    """bench/cpu_precision.py recorded each shipped file: the record matches today's weights, and its `auto`
+    choice is the fastest measured subset within 0.01 dB of fp32 on Set5."""
+    monkeypatch.delenv("VSR_WEIGHTS", raising=False)
+    model = load_weights(default_weights(scale, arch))
+    record = precision.record_for(model)
+    assert record is not None, f"no record for {arch} x{scale} in {REPO_WEIGHTS / precision.RECORD}"
+    allowed = [s for s in record["subsets"] if abs(s["set5_delta_db"]) <= precision.MAX_LOSS_DB]
+    best = min(allowed, key=lambda s: s["frame_s"])
+    assert record["auto_bf16_layers"] == best["bf16_layers"]
+    assert abs(record["auto_set5_delta_db"]) <= precision.MAX_LOSS_DB
+
+
+@BF16_CONVS
+@pytest.mark.parametrize("arch,scale", [("9-5-5", 3), ("9-1-5", 3)])
+def test_auto_costs_at_most_0_01_db_on_set5(monkeypatch, shared_data, arch, scale):
+    """The promise of `auto` (issue 14: `vsr eval --data Set5 --scale 3 --no-ensemble`), checked with the recorded
+    plan on any CPU whose oneDNN runs bf16 (emulated or not: the numbers are the same)."""
+    from vsr.evaluate import evaluate, load_ground_truth
+
+    monkeypatch.delenv("VSR_WEIGHTS", raising=False)
+    fake_cpu(monkeypatch, NATIVE)
+    model = load_weights(default_weights(scale, arch))
+    images = load_ground_truth(shared_data / "Set5", scale)
+    auto = make_upscaler(model, "eager", "cpu", "auto")
+    fp32 = make_upscaler(model, "eager", "cpu", "fp32")
+    delta = evaluate(images, scale, auto).mean("model_psnr") - evaluate(images, scale, fp32).mean("model_psnr")
+    assert abs(delta) <= precision.MAX_LOSS_DB
+    assert abs(delta - precision.recorded_delta(model)) < 1e-3  # what the record says
