@@ -8,8 +8,11 @@ and prints end-to-end / sr-stage and end-to-end / network. With --memory it also
 once a second during the end-to-end run and reports start, peak and end (use a long clip: --frames 15000
 is 10 minutes at 25 fps).
 
-    python bench/pipeline_fps.py --size 320x180 --frames 48 --scale 2 --arch 9-5-5 [--json OUT]
+    python bench/pipeline_fps.py --size 320x180 --frames 48 --scale 2 --arch 9-5-5 [--precision auto] [--json OUT]
+    python bench/pipeline_fps.py --input clip.mp4 --scale 3 --arch 9-1-5     # real footage
     python bench/pipeline_fps.py --size 160x90 --frames 15000 --scale 2 --arch 9-1-5 --memory
+
+The upscaler is `vsr upscale`'s on the CPU: `--precision auto` (its default) by default.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ import av
 import numpy as np
 import torch
 
+from vsr.bench import cpu_name
 from vsr.engine import Upscaler
 from vsr.model import load_weights
 from vsr.pipeline import upscale_planes, upscale_video
+from vsr.precision import cpu_bf16
 from vsr.resize import imresize, output_length
 from vsr.synth import make_clip
 from vsr.video import VideoReader, plane_shapes
@@ -82,6 +87,7 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=16, help="frames used for the network and sr-stage figures")
     ap.add_argument("--scale", type=int, default=2)
     ap.add_argument("--arch", default="9-5-5")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     ap.add_argument("--codec", default="libx264")
     ap.add_argument("--preset", default=None)
     ap.add_argument("--memory", action="store_true", help="sample RSS during the end-to-end run")
@@ -95,7 +101,7 @@ def main() -> None:
     else:
         w, h = (int(v) for v in args.size.split("x"))
         src = make_clip(work / "clip.mp4", w, h, args.frames, audio=True)
-    upscaler = Upscaler(load_weights(default_weights(args.scale, args.arch)), "cpu")
+    upscaler = Upscaler(load_weights(default_weights(args.scale, args.arch)), "cpu", args.precision)
     frames, info = decoded_planes(src, args.sample)
     out_w, out_h = output_length(info.width, args.scale), output_length(info.height, args.scale)
     shapes = plane_shapes(info.pix_fmt, out_w, out_h)
@@ -121,7 +127,9 @@ def main() -> None:
         assert c.streams.video[0].codec_context.width == out_w
     result = {
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),
+            "arch": platform.machine(),
+            "cpu_bf16": cpu_bf16(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "av": av.__version__,
@@ -130,6 +138,8 @@ def main() -> None:
         "output": f"{out_w}x{out_h}",
         "scale": args.scale,
         "model": args.arch,
+        "precision": upscaler.precision,
+        "clip": args.input.name if args.input else f"synthetic {args.size}, {args.frames} frames",
         "frames": summary.frames,
         "codec": summary.codec,
         "network_fps": round(network_fps, 3),

@@ -34,13 +34,14 @@ def clip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(clip) -> dict:
-    """One tiny run through the Python API: a 64x36 x2 model row, and pipeline + transcode on `clip`."""
+    """One tiny run through the Python API: a 64x36 x2 model row, and transcode + naive + pipeline on `clip`."""
     plan = bench.Plan(
         resolutions=(bench.Resolution(64, 36, 2),),
         models=("9-1-5",),
         input=str(clip),
         min_repeats=2,
         min_time_s=0.0,
+        precisions=("fp32",),
     )
     messages: list[str] = []
     doc = bench.run(plan, torch.device("cpu"), progress=messages.append, command="test")
@@ -57,11 +58,14 @@ def test_report_structure(report):
     assert device["type"] == "cpu" and device["name"]
     assert report["peak"]["fp32"]["gflop_s"] > 0 and report["peak"]["memory"]["gb_s"] > 0
     assert report["plan"]["resolutions"] == ["64x36x2"]
-    assert [r["stage"] for r in report["results"]] == ["model", "transcode", "pipeline"]
+    assert [r["stage"] for r in report["results"]] == ["model", "transcode", "naive", "pipeline"]
     for row in report["results"]:
         assert ROW_KEYS | LIMIT_KEYS <= set(row), row["stage"]
         assert row["fps"] > 0 and row["mpix_s"] > 0
     assert report["quality"] == []
+    assert set(device["cpu_bf16"]) == {"avx512_bf16", "amx_bf16", "native", "onednn"}
+    assert report["cpu_precision_psnr_delta_db"] == 0.0  # fp32 only
+    assert report["cpu_precision_psnr_delta_source"] == "fp32 only"
 
 
 def test_model_row(report):
@@ -75,7 +79,7 @@ def test_model_row(report):
 
 
 def test_pipeline_and_transcode_rows(report):
-    transcode, pipeline = report["results"][1:]
+    transcode, naive, pipeline = report["results"][1:]
     assert transcode["model"] == "bicubic" and transcode["backend"] is None and transcode["gflop_per_frame"] is None
     assert pipeline["model"] == "9-1-5" and pipeline["backend"] == "eager"
     for row in (transcode, pipeline):
@@ -84,6 +88,50 @@ def test_pipeline_and_transcode_rows(report):
         assert {"decode", "sr", "encode", "decoded", "upscaled"} <= set(row["stages"])
     assert transcode["ratio_to_transcode"] == 1.0
     assert pipeline["ratio_to_transcode"] == pytest.approx(pipeline["fps"] / transcode["fps"])
+    assert (naive["model"], naive["backend"], naive["precision"], naive["stages"]) == ("9-1-5", "eager", "fp32", None)
+    assert (naive["input"], naive["output"], naive["frames"]) == ("64x48", "128x96", 12)  # every frame, none dropped
+    assert pipeline["speedup_over_naive"] == pytest.approx(pipeline["fps"] / naive["fps"])
+
+
+def test_naive_loop_writes_every_frame_at_the_scale(tmp_path, clip):
+    from vsr.naive import naive_upscale
+
+    from .test_model import make_model
+
+    assert naive_upscale(clip, tmp_path / "out.mp4", 2, make_model("9-1-5")) == 12
+    import av
+
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        frames = [f.to_ndarray(format="gray") for f in c.decode(video=0)]
+    assert len(frames) == 12 and frames[0].shape == (96, 128)
+
+
+def test_precision_choices_resolving_to_one_plan_are_measured_once():
+    from .test_model import make_model
+
+    model = make_model("9-1-5")  # no record: auto is fp32
+    got = [label for label, _ in bench.distinct_precisions(("fp32", "auto"), "eager", model, torch.device("cpu"))]
+    assert got == ["fp32"]
+
+
+def test_cpu_precision_delta():
+    quality = [
+        {"dataset": "Set5", "scale": 3, "model": "9-5-5", "precision": "fp32", "psnr_db": 32.70},
+        {"dataset": "Set5", "scale": 3, "model": "9-5-5", "precision": "bf16 conv2", "psnr_db": 32.702},
+        {"dataset": "Set5", "scale": 3, "model": "9-1-5", "precision": "fp32", "psnr_db": 32.40},
+        {"dataset": "Set5", "scale": 3, "model": "9-1-5", "precision": "bf16", "psnr_db": 32.393},
+    ]
+    doc = bench.cpu_precision_delta(quality, [])
+    assert doc == {"cpu_precision_psnr_delta_db": 0.007, "cpu_precision_psnr_delta_source": "measured"}
+    assert quality[1]["cpu_precision_psnr_delta_db"] == 0.002 and quality[3]["cpu_precision_psnr_delta_db"] == -0.007
+    assert bench.cpu_precision_delta(quality, [], bf16_used=False)["cpu_precision_psnr_delta_db"] == 0.0
+    from vsr.model import load_weights
+    from vsr.weights import default_weights
+
+    shipped = load_weights(default_weights(3, "9-5-5"))  # no pairs measured: the record's figure
+    doc = bench.cpu_precision_delta(quality[:1], [shipped])
+    assert doc["cpu_precision_psnr_delta_source"].startswith("recorded")
+    assert doc["cpu_precision_psnr_delta_db"] <= 0.01
 
 
 def test_frame_cost():
@@ -137,9 +185,10 @@ def test_cli_json_and_plot(tmp_path):
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     assert {"device", "peak", "results", "plan"} <= set(doc)
-    assert {row["stage"] for row in doc["results"]} == {"model", "pipeline", "transcode"}
+    assert {row["stage"] for row in doc["results"]} == {"model", "pipeline", "transcode", "naive"}
     assert doc["command"].startswith("vsr bench --quick")
-    assert "model only" in r.stdout and "transcode (bicubic)" in r.stdout
+    assert "model only" in r.stdout and "transcode (bicubic)" in r.stdout and "naive loop 9-1-5" in r.stdout
+    assert "bf16:" in r.stdout and "x naive" in r.stdout
     if png is not None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -154,6 +203,8 @@ def test_cli_json_and_plot(tmp_path):
         (["--frames", "0"], "--frames must be at least 1"),
         (["--json", "no/such/folder/out.json"], "does not exist"),
         (["--codec", "nosuchcodec"], "encoder 'nosuchcodec' is not available"),
+        (["--precision", "fp16"], "--precision fp16 needs a CUDA GPU"),
+        (["--precision", "fp64"], "--precision: unknown 'fp64'"),
     ],
 )
 def test_cli_bad_options_are_one_line(monkeypatch, capsys, args, message):

@@ -96,6 +96,8 @@ def test_bad_inputs_one_line_and_nothing_lost(tmp_path, weights):
     "args, words",
     [
         (["train", "--precision", "fp8"], ["--precision", "fp8", "bf16"]),
+        (["upscale", "a.mp4", "b.mp4", "--precision", "fp8"], ["--precision", "fp8", "auto", "bf16"]),
+        (["eval", "--precision", "int8"], ["--precision", "int8", "fp32"]),
         (["upscale", "a.png", "b.png", "--scale", "x"], ["--scale", "integer"]),
         (["upscale", "a.png", "b.png", "--bogus"], ["--bogus"]),
         (["upscale"], ["Missing argument"]),
@@ -199,6 +201,14 @@ def test_eval_json(shared_data, weights):
     assert abs(doc["mean"]["bicubic_psnr"] - 33.66) < 0.02
     assert doc["paper"]["srcnn_955_psnr"] == 36.66
     assert torch.isfinite(torch.tensor(doc["mean"]["model_psnr"]))
+    assert doc["precision"] == "fp32"  # `auto` with weights that have no precision record
+
+
+def test_fp16_on_the_cpu_is_one_line(tmp_path, weights):
+    write_image(tmp_path / "a.png", smooth_image(24, 32))
+    r = vsr("upscale", tmp_path / "a.png", tmp_path / "b.png", "--weights", weights, "--device", "cpu", "--precision", "fp16")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "fp16 needs a CUDA GPU" in r.stderr, r.stderr
+    assert not (tmp_path / "b.png").exists()
 
 
 def test_plain_progress_lines_when_stderr_is_not_a_terminal(capsys):

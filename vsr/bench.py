@@ -3,7 +3,8 @@
 Contract:
 - `run(plan, device)` measures on this machine and returns one JSON-able dict (schema "vsr-bench-1"):
   `{"schema", "created", "command", "plan", "device": {"name", "type", versions...}, "peak": {...},
-  "results": [row, ...], "quality": [...], "fp16_psnr_delta_db": largest |fp16 - fp32| Y-PSNR or null}`.
+  "results": [row, ...], "quality": [...], "fp16_psnr_delta_db": largest |fp16 - fp32| Y-PSNR or null,
+  "cpu_precision_psnr_delta_db"/"cpu_precision_psnr_delta_source" (CPU only, below)}`.
   Nothing here prints; `progress(message)` says what runs now.
 - Model rows (`"stage": "model"`): one per backend x precision x model x resolution. The timed call is
   `Upscaler(y)` on a bicubic-sized float32 1 x 1 x sH x sW luma tensor already on the device (padding,
@@ -23,14 +24,19 @@ Contract:
   Each upscaler is called once on a frame of the clip's size before (first-call costs stay out of the timing).
   `ratio_to_transcode` = pipeline fps / transcode fps, and `stages` (from `VideoSummary.stages`) gives the
   decode, SR and encode busy fps, utilisation and mean queue fill of the median run.
+- Naive rows (`"stage": "naive"`, one per model, `plan.naive`, 8-bit 4:2:0 clips): `vsr.naive.naive_upscale`,
+  the per-frame loop a first script would be (torch bicubic, fp32 eager NCHW whole frame, libx264 in the same
+  thread), interleaved with the others and timed the same way; `stages` is null. Each pipeline row gets
+  `speedup_over_naive` = its fps / the naive fps of the same model.
 - Physical limits, per row: `gflop_per_frame` = 2 x `macs_per_pixel` x output pixels (the three convolutions'
   multiply-adds; bias, ReLU, bicubic and the tiles' halo recomputation not counted); `min_bytes_per_frame` =
   uint8 LR luma in + uint8 SR luma out (the least memory traffic any implementation of the SR step makes; the
   4:2:0 chroma, another half of that, is bicubic, not SR). `gflop_s` = gflop_per_frame x fps and
   `peak_fraction` = gflop_s / the measured peak of the row's precision; `bandwidth_fraction` likewise for
   min_bytes_per_frame x fps against the measured copy bandwidth.
-- Peak (`measure_peak`): the best of timed square matmuls (n = 2048 on the CPU, 8192 on CUDA; fp32, and fp16
-  on CUDA; fp32 without TF32, as vsr's fp32 convolutions run, so the peak is that of the convolutions' math)
+- Peak (`measure_peak`): the best of timed square matmuls (n = 2048 on the CPU, 8192 on CUDA; fp32, fp16
+  on CUDA, bf16 on a CPU with native bf16; fp32 without TF32, as vsr's fp32 convolutions run, so the peak is
+  that of the convolutions' math)
   and of a large tensor copy (bytes read + written per second).
 - Quality (`plan.eval_data`, e.g. "Set5"): Y-PSNR of each benched (precision, model, scale) through
   `vsr.evaluate`, the protocol of `vsr eval`, with the eager backend (the others compute the same function, and
@@ -38,7 +44,12 @@ Contract:
   weights for that scale: speed does not depend on the values) are timed but not scored.
 - Backends are the names of `vsr.engine.BACKENDS`, built by `vsr.engine.make_upscaler`; by default "eager" on
   the CPU, and on CUDA "eager" plus what `vsr upscale` picks there (tensorrt where torch-tensorrt imports, else
-  compile). Precisions: fp32 on the CPU, fp16 and fp32 on CUDA. `first_call_s` of a model row is its first call
+  compile). Precisions (`plan.precisions`, `--precision`): by default fp16 and fp32 on CUDA; fp32 on the CPU,
+  plus `auto` where the CPU has native bf16 (`vsr.precision`); choices that resolve to the same layer plan are
+  measured once, and a row's `precision` is the plan's label ("fp32", "bf16 conv2", ...). On the CPU the report
+  has `device.cpu_bf16` (`vsr.precision.cpu_bf16()`) and `cpu_precision_psnr_delta_db`: the largest |bf16 plan -
+  fp32| Y-PSNR measured with `--eval`, else the recorded Set5 figure of the benched models' auto plans, 0.0
+  when only fp32 ran (`cpu_precision_psnr_delta_source` says which). `first_call_s` of a model row is its first call
   (compilation or engine build included), which the warm-up keeps out of `fps`. User mistakes raise `VsrError`s.
 """
 
@@ -68,7 +79,9 @@ from .atomic import atomic_path
 from .engine import BACKENDS, make_upscaler
 from .errors import BackendError, InputError, OutputError, UsageError, WeightsError
 from .model import SRCNN, SRCNNConfig, load_weights
+from .naive import naive_upscale
 from .pipeline import upscale_video
+from .precision import cpu_bf16, recorded_delta
 from .resize import output_length
 from .video import ENCODER_DEFAULTS, VideoReader
 from .weights import default_weights
@@ -123,6 +136,8 @@ class Plan:
     pipeline: bool = True
     eval_data: str | None = None  # e.g. "Set5": score each benched model
     quick: bool = False
+    precisions: tuple[str, ...] | None = None  # `--precision` choices; None: `precisions_for(device)`
+    naive: bool = True  # a naive per-frame loop row per model beside the pipeline rows
 
 
 def default_plan(device: torch.device, quick: bool = False) -> Plan:
@@ -175,7 +190,10 @@ def parse_names(text: str, allowed: tuple[str, ...], option: str) -> tuple[str, 
 
 
 def precisions_for(device: torch.device) -> tuple[str, ...]:
-    return ("fp16", "fp32") if device.type == "cuda" else ("fp32",)
+    """fp16 and fp32 on CUDA; on the CPU fp32, and auto where the CPU has native bf16 (else auto is fp32)."""
+    if device.type == "cuda":
+        return ("fp16", "fp32")
+    return ("fp32", "auto") if cpu_bf16()["native"] else ("fp32",)
 
 
 def default_backends(device: torch.device) -> tuple[str, ...]:
@@ -289,12 +307,13 @@ def measure_peak(device: torch.device, min_repeats: int = 5, min_time_s: float =
     """Best-of timed matmuls (GFLOP/s per precision) and copy bandwidth (GB/s) on `device`."""
     n = 8192 if device.type == "cuda" else 2048
     peak: dict = {}
-    for precision in precisions_for(device):
+    dtypes = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
+    for precision in ("fp16", "fp32") if device.type == "cuda" else ("fp32", "bf16") if cpu_bf16()["native"] else ("fp32",):
         tf32 = False  # vsr's fp32 upscalers turn cuDNN's TF32 off (vsr.engine.Upscaler), so their peak is IEEE fp32
         saved = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
         try:
-            best_s = _matmul_s(n, torch.float16 if precision == "fp16" else torch.float32, device, min_repeats, min_time_s)
+            best_s = _matmul_s(n, dtypes[precision], device, min_repeats, min_time_s)
         finally:
             torch.backends.cuda.matmul.allow_tf32 = saved
         peak[precision] = {"gflop_s": 2.0 * n**3 / best_s / 1e9, "matmul_n": n, "tf32": tf32}
@@ -318,7 +337,7 @@ def _matmul_s(n: int, dtype: torch.dtype, device: torch.device, min_repeats: int
 # ---------------------------------------------------------------- device description
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -363,13 +382,14 @@ def device_info(device: torch.device) -> dict:
     from . import __version__
 
     info: dict = {
-        "name": _cpu_name(),
+        "name": cpu_name(),
         "type": device.type,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_cores": _cpu_cores(),
         "cpu_threads": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_bf16(),
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "os": platform.platform(),
         "python": platform.python_version(),
@@ -416,7 +436,7 @@ def _limits(row: dict, peak: dict, precision: str | None) -> dict:
     if row.get("gflop_per_frame") is None or not fps:
         return {"gflop_s": None, "peak_fraction": None, "bandwidth_fraction": None}
     gflop_s = row["gflop_per_frame"] * fps
-    flop_peak = peak.get(precision or "fp32", {}).get("gflop_s")
+    flop_peak = peak.get(precision or "fp32", {}).get("gflop_s")  # None for a mixed plan ("bf16 conv2")
     mem_peak = peak.get("memory", {}).get("gb_s")
     return {
         "gflop_s": gflop_s,
@@ -533,7 +553,7 @@ def run(plan: Plan, device: torch.device, progress: Progress | None = None, comm
     }
     say("measuring the peak (matmul, copy)")
     peak = doc["peak"] = measure_peak(device)
-    precisions = precisions_for(device)
+    precisions = plan.precisions or precisions_for(device)
     models: dict[tuple[str, int], tuple[SRCNN, str]] = {}
     results: list[dict] = []
     quality: list[dict] = []
@@ -561,9 +581,8 @@ def run(plan: Plan, device: torch.device, progress: Progress | None = None, comm
         for arch in plan.models:
             model, weights = model_for(arch, res.scale)
             for backend in plan.backends:
-                for precision in precisions:
+                for precision, upscaler in distinct_precisions(precisions, backend, model, device):
                     say(f"model {arch} {backend} {precision} {res.width}x{res.height} -> {res.out_width}x{res.out_height}")
-                    upscaler = build(backend, model, device, precision)
                     in_wh, out_wh = (res.width, res.height), (res.out_width, res.out_height)
                     row = base_row("model", backend, precision, arch, in_wh, out_wh, res.scale, weights)
                     row.update(bench_model(upscaler, res, device, plan.min_repeats, plan.min_time_s))
@@ -578,14 +597,13 @@ def run(plan: Plan, device: torch.device, progress: Progress | None = None, comm
         for scale in dict.fromkeys(r.scale for r in plan.resolutions):
             for arch in plan.models:
                 model, weights = model_for(arch, scale)
-                for precision in precisions:
+                for precision, upscaler in distinct_precisions(precisions, "eager", model, device):
                     entry = {"dataset": Path(plan.eval_data).name, "scale": scale, "model": arch}
                     entry.update({"backend": "eager", "precision": precision, "weights": weights})
                     if weights != "shipped":
                         entry.update({"psnr_db": None, "note": f"no shipped weights for {arch} x{scale}"})
                     else:
                         say(f"{entry['dataset']} x{scale} Y-PSNR of {arch} {precision}")
-                        upscaler = build("eager", model, device, precision)
                         entry.update(evaluate_model(upscaler, scale, plan.eval_data, gt_cache))
                     quality.append(entry)
 
@@ -594,7 +612,47 @@ def run(plan: Plan, device: torch.device, progress: Progress | None = None, comm
     doc["results"] = results
     doc["quality"] = quality
     doc["fp16_psnr_delta_db"] = fp16_psnr_delta(quality)
+    if device.type == "cpu":
+        used = {r["precision"] for r in results + quality if r.get("precision")}
+        benched = [model_for(a, r.scale)[0] for r in plan.resolutions for a in plan.models]
+        doc.update(cpu_precision_delta(quality, benched, any("bf16" in p for p in used)))
     return doc
+
+
+def distinct_precisions(precisions, backend: str, model: SRCNN, device: torch.device):
+    """(label, upscaler) for each `--precision` choice, by the label of the plan it resolves to ("auto" on a
+    CPU without native bf16 is fp32 again: measured once)."""
+    seen = set()
+    for precision in precisions:
+        upscaler = build(backend, model, device, precision)
+        if upscaler.precision not in seen:
+            seen.add(upscaler.precision)
+            yield upscaler.precision, upscaler
+
+
+def cpu_precision_delta(quality: list[dict], models: list[SRCNN], bf16_used: bool = True) -> dict:
+    """`cpu_precision_psnr_delta_db`: the largest |bf16-plan - fp32| Y-PSNR measured in this run (--eval), each
+    such entry also getting its signed `cpu_precision_psnr_delta_db`; without such pairs, the largest recorded
+    Set5 figure of the `auto` plans of the benched shipped models (`vsr.precision.recorded_delta`).
+    `cpu_precision_psnr_delta_source` says which. 0.0 when no bf16 plan ran (`bf16_used` False)."""
+    if not bf16_used:
+        return {"cpu_precision_psnr_delta_db": 0.0, "cpu_precision_psnr_delta_source": "fp32 only"}
+    fp32 = {(q["dataset"], q["scale"], q["model"]): q.get("psnr_db") for q in quality if q["precision"] == "fp32"}
+    deltas = []
+    for q in quality:
+        ref = fp32.get((q["dataset"], q["scale"], q["model"]))
+        if "bf16" in q["precision"] and q.get("psnr_db") is not None and ref is not None:
+            q["cpu_precision_psnr_delta_db"] = round(q["psnr_db"] - ref, 4)
+            deltas.append(abs(q["psnr_db"] - ref))
+    if deltas:
+        return {"cpu_precision_psnr_delta_db": round(max(deltas), 4), "cpu_precision_psnr_delta_source": "measured"}
+    recorded = [d for d in (recorded_delta(m) for m in models) if d is not None]
+    if recorded:
+        return {
+            "cpu_precision_psnr_delta_db": round(max(abs(d) for d in recorded), 4),
+            "cpu_precision_psnr_delta_source": "recorded (Set5, weights/cpu_precision.json)",
+        }
+    return {"cpu_precision_psnr_delta_db": None, "cpu_precision_psnr_delta_source": None}
 
 
 def fp16_psnr_delta(quality: list[dict]) -> float | None:
@@ -634,19 +692,24 @@ def _bench_pipelines(plan: Plan, device: torch.device, precisions, model_for, ba
         warm = torch.zeros(1, 1, output_length(in_h, scale), output_length(in_w, scale), device=device)
         baseline = None if device.type == "cpu" else _BicubicOnly(device)
         configs = [("transcode", None, None, "bicubic", None, baseline)]
+        naive_ok = plan.naive and (plan.input is None or _naive_fits(info))
         for arch in plan.models:
             model, weights = model_for(arch, scale)
+            if naive_ok:
+                configs.append(("naive", "eager", "fp32", arch, weights, copy.deepcopy(model).to(device)))
             for backend in plan.backends:
-                for precision in precisions:
-                    upscaler = build(backend, model, device, precision)
+                for precision, upscaler in distinct_precisions(precisions, backend, model, device):
                     _in_worker(lambda up=upscaler: up(warm), device)  # first-call costs of this frame size stay out of the timing
                     configs.append(("pipeline", backend, precision, arch, weights, upscaler))
         runs: list[list[dict]] = [[] for _ in configs]
         for r in range(plan.pipeline_runs):
             for i, (stage, backend, precision, arch, _, upscaler) in enumerate(configs):
-                label = "transcode (bicubic)" if stage == "transcode" else f"pipeline {arch} {backend} {precision}"
-                say(f"{label}, run {r + 1}/{plan.pipeline_runs}")
-                runs[i].append(bench_video(src, work / "out.mkv", scale, upscaler, plan))
+                label = {"transcode": "transcode (bicubic)", "naive": f"naive loop {arch}"}.get(stage)
+                say(f"{label or f'pipeline {arch} {backend} {precision}'}, run {r + 1}/{plan.pipeline_runs}")
+                if stage == "naive":
+                    runs[i].append(bench_naive(src, work / "naive.mkv", scale, upscaler))
+                else:
+                    runs[i].append(bench_video(src, work / "out.mkv", scale, upscaler, plan))
         rows = []
         for (stage, backend, precision, arch, weights, _), measured in zip(configs, runs, strict=True):
             m = _median_run(measured)
@@ -665,16 +728,50 @@ def _bench_pipelines(plan: Plan, device: torch.device, precisions, model_for, ba
                     "stages": m["stages"],
                 }
             )
-            if stage == "pipeline":
+            if stage != "transcode":
                 row.update(frame_cost(model_for(arch, scale)[0].config, w, h, scale))
             else:
                 row.update({"gflop_per_frame": None, "min_bytes_per_frame": None, "flop_per_byte": None})
             row.update(_limits(row, peak, precision))
             rows.append(row)
         base_fps = rows[0]["fps"]
+        naive_fps = {r["model"]: r["fps"] for r in rows if r["stage"] == "naive"}
         for row in rows:
             row["ratio_to_transcode"] = row["fps"] / base_fps if base_fps else None
+            if row["stage"] == "pipeline" and naive_fps.get(row["model"]):
+                row["speedup_over_naive"] = row["fps"] / naive_fps[row["model"]]
         return rows
+
+
+def _naive_fits(info) -> bool:
+    """The naive loop reads 8-bit 4:2:0 of even size (`vsr.naive`); other inputs get no naive row."""
+    return info.pix_fmt in ("yuv420p", "yuvj420p") and info.width % 2 == 0 and info.height % 2 == 0
+
+
+def bench_naive(src: str, dst: Path, scale: int, model: SRCNN) -> dict:
+    """One run of the naive per-frame loop (`vsr.naive`) to `dst` (deleted afterwards), timed like `bench_video`:
+    frames, elapsed_s (opening and closing the files included), fps; no stage figures (one thread does all)."""
+    t0 = time.perf_counter()
+    try:
+        frames = naive_upscale(src, dst, scale, model)
+        elapsed_s = time.perf_counter() - t0
+        with av.open(str(dst)) as c:
+            stream = c.streams.video[0]
+            out_size, pix_fmt = (stream.codec_context.width, stream.codec_context.height), stream.codec_context.pix_fmt
+    finally:
+        dst.unlink(missing_ok=True)
+    with av.open(str(src)) as c:
+        in_size = (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height)
+    return {
+        "frames": frames,
+        "elapsed_s": elapsed_s,
+        "fps": frames / elapsed_s,
+        "in_size": in_size,
+        "out_size": out_size,
+        "codec": "libx264",
+        "pix_fmt": pix_fmt,
+        "stages": None,
+    }
 
 
 # ---------------------------------------------------------------- plotting
@@ -707,7 +804,7 @@ def plot(doc: dict, path: Path) -> Path:
     ncols = 2 if scored else 1
     fig, axes = plt.subplots(1, ncols, figsize=(7.5 * ncols, max(3.5, 1.2 + 0.38 * len(rows))), squeeze=False)
     ax = axes[0][0]
-    colors = {"model": "tab:blue", "pipeline": "tab:orange", "transcode": "tab:gray"}
+    colors = {"model": "tab:blue", "pipeline": "tab:orange", "transcode": "tab:gray", "naive": "tab:red"}
     labels = [row_label(r) for r in rows]
     values = [r["mpix_s"] for r in rows]
     ypos = list(range(len(rows)))[::-1]
@@ -760,9 +857,17 @@ def _wide(values: list[float]) -> bool:
 
 
 def summarise_device(doc: dict) -> str:
-    """One line: device, threads, measured peak."""
+    """One line: device, threads, bf16 capability, measured peak; then, on the CPU, the precision loss line."""
     d, p = doc["device"], doc["peak"]
     peaks = ", ".join(f"{k} {v['gflop_s']:.0f} GFLOP/s" for k, v in p.items() if "gflop_s" in v)
     threads = f"{d['cpu_cores']} cores / {d['cpu_threads']} threads, torch {d['torch_threads']} threads"
     load = f", load {d['load_avg_1m']:.1f}" if d.get("load_avg_1m") is not None else ""
-    return f"{d['name']} ({threads}{load}); peak {peaks}, copy {p['memory']['gb_s']:.1f} GB/s"
+    line = f"{d['name']} ({threads}{load}); peak {peaks}, copy {p['memory']['gb_s']:.1f} GB/s"
+    bf16 = d.get("cpu_bf16")
+    if d.get("type") == "cpu" and bf16 is not None:
+        have = [k for k in ("avx512_bf16", "amx_bf16") if bf16.get(k)]
+        line += f"\nbf16: {'native (' + ', '.join(have) + ')' if have else 'not native (fp32 under auto)'}"
+        delta = doc.get("cpu_precision_psnr_delta_db")
+        if delta is not None:
+            line += f"; precision loss {delta:.4f} dB Y-PSNR ({doc.get('cpu_precision_psnr_delta_source')})"
+    return line

@@ -274,8 +274,20 @@ class Backend(str, Enum):
 
 
 class Precision(str, Enum):
-    fp16 = "fp16"
+    auto = "auto"
     fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        help="auto: fp16 on a GPU; on a CPU with native bf16 (AVX512_BF16 or AMX) bf16 for the layers where it costs "
+        "at most 0.01 dB (measured per shipped model, weights/cpu_precision.json), fp32 elsewhere. "
+        "bf16: every layer (CPU). fp16: GPU only."
+    ),
+]
 
 
 WeightsOpt = Annotated[Path | None, typer.Option(help="SRCNN weights (.safetensors); default: shipped weights for --scale.")]
@@ -327,7 +339,7 @@ def upscale(
     backend: Annotated[
         Backend, typer.Option(help="auto: tensorrt or compile on a GPU, eager on the CPU (images: always eager).")
     ] = Backend.auto,
-    precision: Annotated[Precision | None, typer.Option(help="Model precision (default: fp16 on GPU, fp32 on CPU).")] = None,
+    precision: PrecisionOpt = Precision.auto,
     hwaccel: Annotated[str | None, typer.Option(help="Hardware decoding, e.g. cuda (NVDEC); falls back to the CPU.")] = None,
     ensemble: EnsembleOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
@@ -375,20 +387,20 @@ def upscale(
         pairs = _video_pairs(videos, Path(dst), overwrite, resume) if videos else []  # checked before any image
         if images or not videos:
             ens = True if ensemble is None else ensemble
-            _upscale_images(src_path, Path(dst), scale, weights, arch.value, device, ens, overwrite, quiet, resume)
+            _upscale_images(
+                src_path, Path(dst), scale, weights, arch.value, device, ens, overwrite, quiet, resume, precision.value
+            )
         if not pairs:
             return
     elif src != "-" and is_image_path(src_path):
         ens = True if ensemble is None else ensemble
-        _upscale_images(src_path, Path(dst), scale, weights, arch.value, device, ens, overwrite, quiet)
+        _upscale_images(src_path, Path(dst), scale, weights, arch.value, device, ens, overwrite, quiet, False, precision.value)
         return
     else:
         if src != "-" and not is_url(src) and not src_path.exists():
             raise InputError(f"{src}: no such file or folder; check the path")
         pairs = [(src, dst)]
-    upscaler = _load_upscaler(
-        weights, scale, arch.value, device, backend.value, precision.value if precision else None, bool(ensemble)
-    )
+    upscaler = _load_upscaler(weights, scale, arch.value, device, backend.value, precision.value, bool(ensemble))
     from .video import EncoderOptions
 
     enc = EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
@@ -482,6 +494,7 @@ def _upscale_images(
     overwrite: bool,
     quiet: bool,
     resume: bool = False,
+    precision: str = "auto",
 ) -> None:
     import time
 
@@ -496,7 +509,7 @@ def _upscale_images(
             return
     else:
         jobs = image_jobs(src, dst, overwrite)
-    upscaler = _load_upscaler(weights, scale, arch, device, ensemble=ensemble)
+    upscaler = _load_upscaler(weights, scale, arch, device, precision=precision, ensemble=ensemble)
     t0 = time.perf_counter()
     plain = _PlainProgress(quiet, "images")
     with _bar(quiet, TextColumn("{task.description}")) as progress:
@@ -681,6 +694,7 @@ def eval_cmd(
             "--ensemble/--no-ensemble", help="Self-ensemble, as `vsr upscale` does for images (--no-ensemble: one pass)."
         ),
     ] = True,
+    precision: PrecisionOpt = Precision.auto,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """PSNR/SSIM (Y, border shaved) of bicubic and SRCNN beside the paper's numbers."""
@@ -692,7 +706,8 @@ def eval_cmd(
     _check_scale(scale)
     folder = resolve_dataset(data)
     images = load_ground_truth(folder, scale)
-    result = evaluate(images, scale, _load_upscaler(weights, scale, arch.value, device, ensemble=ensemble), Path(data).name)
+    upscaler = _load_upscaler(weights, scale, arch.value, device, precision=precision.value, ensemble=ensemble)
+    result = evaluate(images, scale, upscaler, Path(data).name)
     means = {k: result.mean(k) for k in ("bicubic_psnr", "bicubic_ssim", "model_psnr", "model_ssim")}
     paper = {"bicubic_psnr": result.paper("bicubic"), "srcnn_955_psnr": result.paper("srcnn")}
     if as_json:
@@ -700,13 +715,14 @@ def eval_cmd(
             "dataset": result.dataset,
             "scale": scale,
             "ensemble": ensemble,
+            "precision": upscaler.precision,
             "mean": means,
             "paper": paper,
             "images": [dataclasses.asdict(s) for s in result.images],
         }
         out_console.print_json(json.dumps(doc))
         return
-    table = Table(title=f"{result.dataset} x{scale}: Y-PSNR (dB) / SSIM, {scale} px border shaved")
+    table = Table(title=f"{result.dataset} x{scale}: Y-PSNR (dB) / SSIM, {scale} px border shaved, {upscaler.precision}")
     for col in ("image", "bicubic", "SRCNN (ours, self-ensemble)" if ensemble else "SRCNN (ours, one pass)"):
         table.add_column(col, justify="left" if col == "image" else "right")
     for s in result.images:
@@ -749,6 +765,17 @@ def bench(
         typer.Option(help="Comma-separated WIDTHxHEIGHTxSCALE, e.g. 640x360x3 (-> 1920x1080); the first sets the clip."),
     ] = None,
     frames: Annotated[int | None, typer.Option(help="Frames of the synthetic clip (default: by device and --quick).")] = None,
+    precisions: Annotated[
+        str | None,
+        typer.Option(
+            "--precision",
+            help="Comma-separated precisions: auto, fp32, bf16, fp16 (default: fp16,fp32 on CUDA; on the CPU fp32, "
+            "and auto where the CPU has native bf16). Choices that resolve to the same plan are measured once.",
+        ),
+    ] = None,
+    naive: Annotated[
+        bool, typer.Option("--naive/--no-naive", help="Time the naive per-frame loop (vsr.naive) beside the pipeline rows.")
+    ] = True,
     codec: Annotated[str, typer.Option(help="Video encoder of the pipeline and transcode rows.")] = "libx264",
     preset: Annotated[str | None, typer.Option(help="Encoder preset (codec default: medium for x264).")] = None,
     pipeline: Annotated[bool, typer.Option("--pipeline/--no-pipeline", help="Measure the pipeline and transcode rows.")] = True,
@@ -770,7 +797,19 @@ def bench(
         "codec": codec,
         "preset": preset,
         "pipeline": pipeline,
+        "naive": naive,
     }
+    if precisions is not None:
+        from .precision import PRECISIONS
+
+        changes["precisions"] = bm.parse_names(precisions, PRECISIONS, "--precision")
+        wrong, why, use = (
+            ("bf16", "is a CPU precision in vsr", "auto, fp16")
+            if dev.type == "cuda"
+            else ("fp16", "needs a CUDA GPU", "auto, bf16")
+        )
+        if wrong in changes["precisions"]:
+            raise UsageError(f"--precision {wrong} {why}; use {use} or fp32 here")
     if backends is not None:
         changes["backends"] = bm.parse_names(backends, bm.BACKENDS, "--backends")
     if resolutions is not None:
@@ -828,6 +867,8 @@ def _print_bench(doc: dict) -> None:
         if r["stage"] == "transcode":
             return "transcode (bicubic)"
         random = "*" if r["weights"] == "random" else ""
+        if r["stage"] == "naive":
+            return f"naive loop {r['model']}{random} fp32"
         return f"{'' if r['stage'] == 'model' else 'pipeline '}{r['model']}{random} {r['backend']} {r['precision']}"
 
     out_console.print(summarise_device(doc), markup=False, highlight=False, soft_wrap=True)
@@ -847,8 +888,8 @@ def _print_bench(doc: dict) -> None:
         enc = doc["plan"]["encoder"]
         t = table(
             f"video: decode -> SR -> encode ({enc['codec']} {enc['preset']}), {video_rows[0]['clip']}; "
-            "ratio = fps / transcode fps",
-            ("run", "in -> out", "fps", "Mpix/s", "ratio", "of peak"),
+            "ratio = fps / transcode fps; x naive = fps / the naive loop's fps (same model)",
+            ("run", "in -> out", "fps", "Mpix/s", "ratio", "x naive", "of peak"),
             2,
         )
         for r in video_rows:
@@ -859,16 +900,18 @@ def _print_bench(doc: dict) -> None:
                 num(r["fps"], ".2f"),
                 num(r["mpix_s"], ".2f"),
                 num(r["ratio_to_transcode"], ".3f"),
+                num(r.get("speedup_over_naive"), ".2f"),
                 pct(r["peak_fraction"]),
             )
         out_console.print(t)
+        staged = [r for r in video_rows if r.get("stages")]  # the naive loop is one thread: no stages
         t = table(
             "where the pipeline waits: stage fps = frames / busy s; busy % of wall time (decode/SR/encode); "
-            f"mean items waiting in the decoded/upscaled queues (of {video_rows[0]['stages']['decoded']['capacity']})",
+            f"mean items waiting in the decoded/upscaled queues (of {staged[0]['stages']['decoded']['capacity']})",
             ("run", "decode fps", "SR fps", "encode fps", "busy %", "queue fill"),
             1,
         )
-        for r in video_rows:
+        for r in staged:
             st = r["stages"]
             busy = "/".join(
                 num(None if st[k]["utilisation"] is None else 100 * st[k]["utilisation"], ".0f")
