@@ -7,8 +7,10 @@ convolutions in bf16 (the rest fp32), this measures:
                            tiled as `vsr upscale` runs it (eager, oneDNN, channels_last), after a warm-up;
                            the 8 subsets timed round-robin, so that other load hits them alike
 and records as `auto_bf16_layers` the fastest subset whose Set5 Y-PSNR is within `MAX_LOSS_DB` (0.01 dB) of fp32
-(either way). Set14 is measured as a check the choice was not fitted to Set5 alone; it does not choose.
-`vsr --precision auto` reads the record on CPUs with native bf16 (vsr.precision); it needs such a CPU to run.
+(either way), if it is at least `MIN_SPEEDUP` (1.05) times as fast as fp32; else none (`vsr.precision.choose_auto`;
+`--reselect` re-applies that rule to an existing record without measuring). Set14 is measured as a check the
+choice was not fitted to Set5 alone; it does not choose. `vsr --precision auto` reads the record on CPUs with
+native bf16 (vsr.precision); measuring needs such a CPU.
 
     VSR_DATA=../shared/data python bench/cpu_precision.py                  # all six, writes weights/cpu_precision.json
     VSR_DATA=../shared/data python bench/cpu_precision.py --weights my.safetensors --scale 3 --out my.json
@@ -36,9 +38,13 @@ from vsr.data import resolve_dataset  # noqa: E402
 from vsr.engine import Upscaler  # noqa: E402
 from vsr.evaluate import evaluate, load_ground_truth  # noqa: E402
 from vsr.model import load_weights, weights_hash  # noqa: E402
-from vsr.precision import LAYERS, MAX_LOSS_DB, RECORD, cpu_bf16  # noqa: E402
+from vsr.precision import LAYERS, MAX_LOSS_DB, MIN_SPEEDUP, RECORD, choose_auto, cpu_bf16  # noqa: E402
 from vsr.weights import REPO_WEIGHTS, default_weights  # noqa: E402
 
+WHAT = (
+    "Set5/Set14 Y-PSNR (vsr eval --no-ensemble protocol) and 1080p frame time per subset of layers in bf16; "
+    f"auto_bf16_layers: the fastest subset within {MAX_LOSS_DB} dB of fp32 on Set5, if {MIN_SPEEDUP}x as fast as fp32"
+)
 SHIPPED = [(arch, scale) for arch in ("9-5-5", "9-1-5") for scale in (2, 3, 4)]
 
 
@@ -79,14 +85,15 @@ def measure(path: Path, scale: int, sets: dict, size: tuple[int, int], repeats: 
             key = name.lower()
             row[f"{key}_delta_db"] = round(row[f"{key}_psnr"] - ref[f"{key}_psnr"], 4)
         row["speedup"] = round(ref["frame_s"] / row["frame_s"], 3)
-    allowed = [r for r in rows if abs(r["set5_delta_db"]) <= MAX_LOSS_DB]
-    best = min(allowed, key=lambda r: r["frame_s"])
+    record = {"file": path.name, "arch": model.config.arch, "scale": scale, "weights_hash": weights_hash(model)}
+    return with_choice({**record, "subsets": rows})
+
+
+def with_choice(record: dict) -> dict:
+    """The record with its `auto` fields set from its subsets by `vsr.precision.choose_auto`."""
+    best = choose_auto(record["subsets"])
     return {
-        "file": path.name,
-        "arch": model.config.arch,
-        "scale": scale,
-        "weights_hash": weights_hash(model),
-        "subsets": rows,
+        **record,
         "auto_bf16_layers": best["bf16_layers"],
         "auto_set5_delta_db": best["set5_delta_db"],
         "auto_set14_delta_db": best.get("set14_delta_db"),
@@ -100,8 +107,15 @@ def main() -> None:
     ap.add_argument("--scale", type=int, help="its scale (with --weights)")
     ap.add_argument("--frame", default="1920x1080", help="timed frame, WxH (bicubic-sized, i.e. the output size)")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--reselect", action="store_true", help="only re-apply the choice rule to the --out record")
     ap.add_argument("--out", type=Path, default=REPO_WEIGHTS / RECORD, help="record to update (other models' entries kept)")
     args = ap.parse_args()
+    if args.reselect:
+        doc = json.loads(args.out.read_text())
+        doc["models"] = {name: with_choice(record) for name, record in doc["models"].items()}
+        doc["what"] = WHAT
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+        return
     if args.weights and not args.scale:
         ap.error("--weights needs --scale")
     cpu = cpu_bf16()
@@ -116,8 +130,7 @@ def main() -> None:
         sets = {name: load_ground_truth(resolve_dataset(name), scale) for name in ("Set5", "Set14")}
         models[path.name] = measure(path, scale, sets, size, args.repeats, say)
     doc = {
-        "what": "Set5/Set14 Y-PSNR (vsr eval --no-ensemble protocol) and 1080p frame time per subset of layers in bf16; "
-        f"auto_bf16_layers: the fastest subset within {MAX_LOSS_DB} dB of fp32 on Set5",
+        "what": WHAT,
         "command": "python bench/cpu_precision.py" + (f" --weights {args.weights} --scale {args.scale}" if args.weights else ""),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, **cpu},

@@ -8,7 +8,8 @@ The clip: the first 14 frames of ../shared/data/videos/car-detection.mp4 (real f
 each a fresh process timed from start to exit (Python start-up, imports, weights and the encoder's flush
 included), 640x360 -> 1920x1080. Prints and writes (--json) the median seconds and the ratios naive / vsr.
 
-    python bench/cpu_speedup.py [--repeats 3] [--json bench/results/cpu-speedup-640x360-x3.json]
+    python bench/cpu_speedup.py [--repeats 3] [--json bench/results/epyc-cpu-speedup-640x360-x3.json]
+    python bench/cpu_speedup.py --frames 48 --clip-only car360.mp4   # only the clip (bench/pipeline_fps.py --input)
 """
 
 from __future__ import annotations
@@ -66,7 +67,12 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--clip-only", type=Path, metavar="OUT", help="only write the clip to OUT (e.g. for pipeline_fps.py)")
     args = ap.parse_args()
+    if args.clip_only:
+        w, h = (int(v) for v in args.size.split("x"))
+        make_clip(args.input, args.clip_only, args.frames, w, h)
+        return
     work = Path(tempfile.mkdtemp(prefix="vsr-speedup-"))
     clip = work / "clip.mp4"
     w, h = (int(v) for v in args.size.split("x"))

@@ -4,7 +4,10 @@ Measures, on the same frames of one clip (its own synthetic clip by default, or 
   network fps   the SRCNN forward pass alone on bicubic-interpolated Y (what `vsr bench` calls model-only)
   sr-stage fps  everything the SR thread does per frame: bicubic Y + SRCNN + bicubic U/V (`upscale_planes`)
   end-to-end    `vsr upscale` through `upscale_video`: decode + SR + encode in three threads, to a real file
-and prints end-to-end / sr-stage and end-to-end / network. With --memory it also samples the process RSS
+and prints end-to-end / sr-stage and end-to-end / network. It also runs the clip with bicubic instead of SR
+(decode, bicubic, encode) and reports its process CPU seconds per frame (`transcode_cpu_s_per_frame`; not with --memory), and
+`bound_e2e_over_sr_stage`: the best end-to-end / sr-stage when SR keeps all torch threads busy and that other
+work must share them, 1/sr / (1/sr + transcode_cpu / threads). With --memory it also samples the process RSS
 once a second during the end-to-end run and reports start, peak and end (use a long clip: --frames 15000
 is 10 minutes at 25 fps).
 
@@ -24,6 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `vsr upscale` sets it 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import resource  # noqa: E402
 import statistics
 import tempfile
 import threading
@@ -109,6 +113,14 @@ def main() -> None:
 
     network_fps = timed(upscaler, ys, repeats=3)
     stage_fps = timed(lambda p: upscale_planes(p, args.scale, upscaler, info.peak, shapes), frames, repeats=3)
+    # what the rest of the pipeline costs in CPU time: the same run with bicubic instead of SR (decode, bicubic of
+    # Y/U/V, encode), process CPU seconds per frame; not with --memory (a long clip)
+    other_cpu_s = None
+    if not args.memory:
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        bicubic = upscale_video(src, work / "bicubic.mkv", args.scale, None, codec=args.codec, preset=args.preset)
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        other_cpu_s = (cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime) / bicubic.frames
 
     samples: list[float] = []
     stop = threading.Event()
@@ -148,6 +160,11 @@ def main() -> None:
         "e2e_over_sr_stage": round(summary.fps / stage_fps, 3),
         "e2e_over_network": round(summary.fps / network_fps, 3),
     }
+    if other_cpu_s is not None:
+        result["transcode_cpu_s_per_frame"] = round(other_cpu_s, 4)
+        # the best end to end / SR stage when the SR stage keeps every thread busy and the rest shares them
+        sr_s = 1 / stage_fps
+        result["bound_e2e_over_sr_stage"] = round(sr_s / (sr_s + other_cpu_s / torch.get_num_threads()), 3)
     if args.memory and samples:
         result["rss_mib"] = {
             "before": round(start_rss, 1),

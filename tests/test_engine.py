@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vsr import trt
+from vsr import engine, trt
 from vsr.engine import FallbackUpscaler, SelfEnsemble, Upscaler, _one_channel_conv, _taps, make_upscaler
 from vsr.errors import BackendError
 from vsr.pipeline import upscale_planes
@@ -28,28 +28,47 @@ MIXED = ("fp32", "bf16", "fp32")
 
 @pytest.mark.parametrize("arch", ["9-1-5", "9-5-5"])
 @pytest.mark.parametrize("layers", [("fp32",) * 3, MIXED, BF16])
-def test_cpu_results_do_not_depend_on_the_thread_count(arch, layers):
+@pytest.mark.parametrize("size,tile", [((180, 320), 64), ((60, 80), 256)])  # x2: 60 tiles of 64; one tile
+@pytest.mark.parametrize("pool", [True, False])
+def test_cpu_results_do_not_depend_on_the_thread_count(monkeypatch, arch, layers, size, tile, pool):
     """Segments in worker processes with fewer threads must give the one-process output byte for byte
     (issue 13). F.conv2d's 1x1 convolution (9-1-5) takes another path with one thread than with two; vsr runs
     every CPU convolution through oneDNN (vsr.engine._onednn_forward), in fp32 and bf16 plans alike, and the
-    last layer's tap sum reduces each output in one thread. The shipped weights, a 180x320 frame x2."""
+    last layer's tap sum reduces each output in one thread. Tiles one per thread (vsr.tilepool) or each over
+    all threads, and a frame of one tile, all give the same bytes. The shipped weights, x2."""
     from vsr.model import load_weights
     from vsr.resize import imresize
     from vsr.weights import default_weights
 
     if "bf16" in layers and not cpu_bf16()["onednn"]:
         pytest.skip("oneDNN runs no bf16 convolutions on this CPU")
+    if not pool:
+        monkeypatch.setattr(engine, "tile_pool", lambda threads: None)
     model = load_weights(default_weights(2, arch))
-    y = imresize(torch.rand(1, 1, 180, 320, generator=torch.Generator().manual_seed(0)), 2)
+    y = imresize(torch.rand(1, 1, *size, generator=torch.Generator().manual_seed(0)), 2)
     threads = torch.get_num_threads()
     try:
         outs = []
         for n in (1, 2, 3):
             torch.set_num_threads(n)
-            outs.append(Upscaler(model, "cpu", layers=layers)(y))
+            outs.append(Upscaler(model, "cpu", layers=layers, tile=tile)(y))
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+def test_a_tile_per_thread_gives_the_same_bytes(monkeypatch):
+    """vsr.tilepool against tiles one after another, each over all threads: the same output."""
+    from vsr.tilepool import tile_pool
+
+    if torch.get_num_threads() < 2 or tile_pool(torch.get_num_threads()) is None:
+        pytest.skip("one thread here, or no OpenMP runtime to make workers single-threaded")
+    model = make_model("9-5-5")
+    y = torch.rand(1, 1, 200, 300, generator=torch.Generator().manual_seed(2))
+    up = Upscaler(model, "cpu", tile=32)
+    pooled = up(y)
+    monkeypatch.setattr(engine, "tile_pool", lambda threads: None)
+    assert torch.equal(pooled, up(y))
 
 
 @pytest.mark.parametrize("shape,k", [((1, 32, 40, 52), 5), ((2, 32, 23, 17), 5), ((1, 8, 30, 30), 3)])

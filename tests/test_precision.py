@@ -76,11 +76,40 @@ def test_a_retrained_file_of_the_same_name_has_no_record(monkeypatch, tmp_path):
     assert precision.layer_plan(make_model("9-5-5", seed=2), "auto", CPU) == ("fp32",) * 3
 
 
+def test_choose_auto():
+    fp32 = {"bf16_layers": [], "set5_delta_db": 0.0, "frame_s": 1.0}
+    fast = {"bf16_layers": ["conv2"], "set5_delta_db": -0.004, "frame_s": 0.6}
+    faster_but_lossy = {"bf16_layers": ["conv2", "conv3"], "set5_delta_db": -0.011, "frame_s": 0.5}
+    barely = {"bf16_layers": ["conv3"], "set5_delta_db": 0.001, "frame_s": 0.97}
+    assert precision.choose_auto([fp32, fast, faster_but_lossy]) is fast
+    assert precision.choose_auto([fp32, barely]) is fp32  # 3 % is within noise: fp32
+    assert precision.choose_auto([fp32, faster_but_lossy]) is fp32
+
+
+def test_a_malformed_record_is_no_record(monkeypatch, tmp_path):
+    fake_cpu(monkeypatch, NATIVE)
+    model = make_model("9-1-5", seed=3)
+    for n, text in enumerate(['{"models": {"x": {"weights_hash": "%s"}}}', "[1, 2]", '{"models": 3}', "not json"]):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        (folder / precision.RECORD).write_text(text.replace("%s", weights_hash(model)))
+        monkeypatch.setenv("VSR_WEIGHTS", str(folder))
+        assert precision.layer_plan(model, "auto", CPU) == ("fp32",) * 3
+
+
+def test_a_precision_the_device_cannot_run_is_one_error_not_a_fallback_chain():
+    notices: list[str] = []
+    with pytest.raises(BackendError, match="bf16 is a CPU precision"):
+        make_upscaler(make_model("9-1-5"), "auto", CUDA, "bf16", notice=notices.append)
+    assert notices == []
+
+
 def test_labels():
     assert precision.label(("fp32",) * 3) == "fp32"
     assert precision.label(("bf16",) * 3) == "bf16"
     assert precision.label(("fp32", "bf16", "fp32")) == "bf16 conv2"
     assert precision.label(("bf16", "bf16", "fp32")) == "bf16 conv1+conv2"
+    assert precision.label(("fp32", "fp16", "fp32")) == "fp32/fp16/fp32"
 
 
 def test_upscaler_takes_the_plan_and_keeps_the_callers_model(monkeypatch, tmp_path):
@@ -110,15 +139,14 @@ def test_cpu_bf16_reads_flags():
 @pytest.mark.parametrize("arch,scale", SHIPPED)
 def test_every_shipped_model_has_a_consistent_record(monkeypatch, arch, scale):
     """bench/cpu_precision.py recorded each shipped file: the record matches today's weights, and its `auto`
-    choice is the fastest measured subset within 0.01 dB of fp32 on Set5."""
+    choice follows the rule (`choose_auto`) from what it measured."""
     monkeypatch.delenv("VSR_WEIGHTS", raising=False)
     model = load_weights(default_weights(scale, arch))
     record = precision.record_for(model)
     assert record is not None, f"no record for {arch} x{scale} in {REPO_WEIGHTS / precision.RECORD}"
-    allowed = [s for s in record["subsets"] if abs(s["set5_delta_db"]) <= precision.MAX_LOSS_DB]
-    best = min(allowed, key=lambda s: s["frame_s"])
-    assert record["auto_bf16_layers"] == best["bf16_layers"]
+    assert record["auto_bf16_layers"] == precision.choose_auto(record["subsets"])["bf16_layers"]
     assert abs(record["auto_set5_delta_db"]) <= precision.MAX_LOSS_DB
+    assert len(record["subsets"]) == 8
 
 
 @BF16_CONVS

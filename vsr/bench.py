@@ -26,7 +26,8 @@ Contract:
   decode, SR and encode busy fps, utilisation and mean queue fill of the median run.
 - Naive rows (`"stage": "naive"`, one per model, `plan.naive`, 8-bit 4:2:0 clips): `vsr.naive.naive_upscale`,
   the per-frame loop a first script would be (torch bicubic, fp32 eager NCHW whole frame, libx264 in the same
-  thread), interleaved with the others and timed the same way; `stages` is null. Each pipeline row gets
+  thread; libx264 at its own defaults whatever the plan's encoder, as a first script would), interleaved with
+  the others and timed the same way; `stages` is null. Each pipeline row gets
   `speedup_over_naive` = its fps / the naive fps of the same model.
 - Physical limits, per row: `gflop_per_frame` = 2 x `macs_per_pixel` x output pixels (the three convolutions'
   multiply-adds; bias, ReLU, bicubic and the tiles' halo recomputation not counted); `min_bytes_per_frame` =

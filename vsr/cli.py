@@ -599,6 +599,7 @@ def webcam(
     weights: WeightsOpt = None,
     arch: ArchOpt = Arch.a955,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = Precision.auto,
     view: Annotated[View, typer.Option(help="View at the start: side (bicubic | SRCNN), split, sr, bicubic.")] = View.side,
     window: Annotated[bool, typer.Option("--window/--no-window", help="Show the preview, or run the loop headless.")] = True,
     frames: Annotated[int | None, typer.Option(help="Stop after this many frames (shown, or processed headless).")] = None,
@@ -642,7 +643,7 @@ def webcam(
         snapshot_dir=str(snapshot_dir),
         camera_size=_parse_size(camera_size, "--camera-size") if camera_size else None,
     )
-    upscaler = _load_upscaler(weights, scale, arch.value, device)
+    upscaler = _load_upscaler(weights, scale, arch.value, device, precision=precision.value)
     status = err_console.status("vsr webcam: starting", spinner="dots") if not quiet else None
     if status is not None:
         status.start()

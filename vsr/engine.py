@@ -4,8 +4,9 @@ Contract: an `Upscaler` maps bicubic-upscaled luma, a float32 tensor N x 1 x H x
 [0, 1] on any device, to SRCNN output of the same shape on the same device as the
 upscaler (`.device`), clamped to [0, 1]. It runs the model on its own device and
 precision, in tiles of at most `tile` x `tile` output pixels with a halo of the model's
-receptive-field radius (`border`), so tiled output equals untiled output and memory stays
-bounded on large frames. Tiles are balanced (a 1080-row frame with tile 512 gets three rows
+receptive-field radius (`border`), so tiled output equals untiled output up to float rounding
+(oneDNN picks its kernels by shape: within 1e-5; the same tiles always give the same bytes) and memory
+stays bounded on large frames. Tiles are balanced (a 1080-row frame with tile 512 gets three rows
 of 360). For compiled backends (`uniform_tiles`) the few smaller edge windows are padded to
 the common window shape (replicate; the extra output is discarded), so they see one shape
 per frame size.
@@ -112,23 +113,32 @@ def _onednn_forward(
     aten/src/ATen/native/Convolution.cpp, ConvParams::use_mkldnn); the two round differently (up to 4e-7,
     a code value at ties). oneDNN's own results are the same for 1 to 4 threads, in fp32 and bf16
     (tests/test_engine.py). channels_last (NHWC) is oneDNN's native layout: measured on a 2-core Zen 4, 9-5-5 on
-    a 1080p frame in 256 tiles, 1.09 s NCHW -> 0.61 s, outputs within 2e-6. oneDNN's fused conv+bias+ReLU
-    (`mkldnn._convolution_pointwise`) measured no faster here (0.65 s), so the ReLU stays a separate in-place op.
+    a 1080p frame, 2.50 s NCHW whole frame -> 1.21 s (bench/cpu_layers.py). The first two layers take their ReLU
+    as a oneDNN post-op (`_FUSED`), which saves a pass over their outputs.
     With `taps` (see `_taps`) the last layer runs as `_one_channel_conv`."""
     for k, conv in enumerate((model.conv1, model.conv2, model.conv3)):
         x = x.to(dtypes[k]).contiguous(memory_format=torch.channels_last)
         if k == 2 and taps is not None:
             return _one_channel_conv(x, taps, conv.bias)
+        if k < 2 and _FUSED is not None:
+            x = _FUSED(x, conv.weight, conv.bias, [0, 0], [1, 1], [1, 1], 1, "relu", [], "")
+            continue
         x = torch.ops.aten.mkldnn_convolution(x, conv.weight, conv.bias, [0, 0], [1, 1], [1, 1], 1)
         if k < 2:
             x = torch.relu_(x)
     return x.float()
 
 
+# oneDNN's convolution with ReLU as a post-op (conv, bias and ReLU in one pass over the output): what Inductor's
+# CPU fusion emits (torch/_inductor/fx_passes/mkldnn_fusion.py), registered by torch builds with oneDNN; looked
+# up, not assumed. Measured by bench/cpu_layers.py (README, Performance).
+_FUSED = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None) if _ONEDNN else None
+
+
 def _taps(conv: torch.nn.Conv2d) -> torch.Tensor | None:
     """For a C -> 1 channel k x k fp32 convolution (SRCNN's last layer): its weights as a 1x1 convolution C -> k*k,
     one output channel per tap (i, j) at channel i*k + j, channels_last; None for any other convolution."""
-    w = conv.weight
+    w = conv.weight.detach()
     if w.shape[0] != 1 or w.dtype != torch.float32 or w.shape[-1] != w.shape[-2]:
         return None
     c, k = w.shape[1], w.shape[-1]
@@ -271,7 +281,10 @@ class Upscaler:
             out[:, :, top:bottom, left:right] = self._run_valid(window)[:, :, : bottom - top, : right - left]
 
         corners = [(top, left) for top in range(0, h, th) for left in range(0, w, tw)]
-        pool = tile_pool(torch.get_num_threads()) if self.onednn and len(corners) > 1 else None
+        threads = torch.get_num_threads()
+        # a tile per thread only with at least two tiles per thread (a last round part-filled leaves threads idle;
+        # measured on 2 cores only): else each tile over all threads
+        pool = tile_pool(threads) if self.onednn and len(corners) >= 2 * threads else None
         if pool is not None:  # a tile per thread (vsr.tilepool); the same bytes as one tile at a time
             pool.map(tile, corners)
         else:
@@ -392,6 +405,9 @@ def make_upscaler(
     CPU has native bf16, fp32 elsewhere (`vsr.precision`)."""
     dev = pick_device(device) if isinstance(device, str) else torch.device(device)
     precision = precision or "auto"
+    from .precision import layer_plan
+
+    layer_plan(model, precision, dev)  # a precision this device cannot run is one error, not a fallback chain
     if backend == "auto":
         if dev.type != "cuda":
             return Upscaler(model, dev, precision, tile, notice=notice)

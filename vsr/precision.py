@@ -12,7 +12,8 @@ convolution ("fp32", "bf16" or "fp16"); `label(plan)` names a plan for people an
   A record is keyed by `vsr.model.weights_hash`, so a retrained file of the same name has none.
 - `cpu_precision.json` is written by `bench/cpu_precision.py`: for each shipped model and scale it measures
   Set5 Y-PSNR (the `vsr eval --no-ensemble` protocol) with each subset of layers in bf16 and the time of a
-  1080p frame, and records as `auto` the fastest subset that costs at most `MAX_LOSS_DB` against fp32.
+  1080p frame, and records as `auto` (`choose_auto`) the fastest subset that costs at most `MAX_LOSS_DB`
+  against fp32, if it is at least `MIN_SPEEDUP` times as fast as fp32 (else fp32).
   It is read from `$VSR_WEIGHTS` (if set) and from the repository's `weights/`, the first record found wins.
 """
 
@@ -30,6 +31,7 @@ from .weights import REPO_WEIGHTS, weights_dir
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_LOSS_DB = 0.01  # what `auto` may cost on Set5 against fp32
+MIN_SPEEDUP = 1.05  # what bf16 must gain over fp32 for `auto` to take it (less is within timing noise)
 RECORD = "cpu_precision.json"
 LAYERS = ("conv1", "conv2", "conv3")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -78,8 +80,11 @@ def _records(paths: tuple[Path, ...]) -> dict:
             doc = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        for record in doc.get("models", {}).values():
-            found.setdefault(record.get("weights_hash"), record)
+        models = doc.get("models") if isinstance(doc, dict) else None
+        for record in (models or {}).values() if isinstance(models, dict) else ():
+            layers = record.get("auto_bf16_layers") if isinstance(record, dict) else None
+            if isinstance(layers, list) and set(layers) <= set(LAYERS):  # a malformed record is no record
+                found.setdefault(record.get("weights_hash"), record)
     return found
 
 
@@ -126,8 +131,18 @@ def layer_plan(model, precision: str | None, device: torch.device, notice: Notic
     return tuple("bf16" if name in bf16 else "fp32" for name in LAYERS)
 
 
+def choose_auto(subsets: list[dict]) -> dict:
+    """The `auto` choice among measured subsets (dicts with "bf16_layers", "set5_delta_db", "frame_s"; the
+    fp32 one has no bf16 layers): the fastest within `MAX_LOSS_DB`, if `MIN_SPEEDUP` times as fast as fp32."""
+    fp32 = next(s for s in subsets if not s["bf16_layers"])
+    best = min((s for s in subsets if abs(s["set5_delta_db"]) <= MAX_LOSS_DB), key=lambda s: s["frame_s"])
+    return best if best["frame_s"] * MIN_SPEEDUP <= fp32["frame_s"] else fp32
+
+
 def label(plan: tuple[str, ...]) -> str:
     """ "fp32", "bf16", "fp16" for a uniform plan; else e.g. "bf16 conv2" (the bf16 layers; the rest fp32)."""
     if len(set(plan)) == 1:
         return plan[0]
+    if "bf16" not in plan:
+        return "/".join(plan)
     return "bf16 " + "+".join(name for name, dtype in zip(LAYERS, plan, strict=True) if dtype == "bf16")

@@ -4,13 +4,13 @@ Contract: `tile_pool(threads)` returns a pool whose `map(fn, jobs)` calls `fn(jo
 threads under `torch.inference_mode`, waits for all and re-raises the first exception; or None when there is
 nothing to gain (`threads` < 2) or the OpenMP runtime torch uses cannot be reached (then the caller runs its tiles
 one after another, each spread over the threads by oneDNN, as before). Pools live as long as the process, one
-per thread count.
+per thread count. The engine uses a pool only with at least 2 tiles per thread (vsr.engine.Upscaler._call).
 
 Why: with torch's threads spread over each tile, oneDNN splits every convolution of every tile among the
 threads and meets at a barrier after each; a thread the decoder or encoder delays holds the others up. One tile
-per thread needs no barriers. Measured on a 2-core Zen 4 (1080p frame, 256 tiles, round-robin medians): 9-5-5
-(bf16 conv2) 0.804 -> 0.758 s, 9-1-5 fp32 0.314 -> 0.304 s. The result is the same byte for byte: oneDNN's
-output does not depend on its thread count (tests/test_engine.py).
+per thread needs no barriers. Measured on a 2-core Zen 4 (bench/cpu_layers.py, 1080p frame, 256 tiles,
+round-robin medians): 9-5-5 0.772 -> 0.744 s, 9-1-5 0.359 -> 0.314 s (bf16 conv2 plans). The result is the
+same byte for byte: oneDNN's output does not depend on its thread count (tests/test_engine.py).
 
 How: a worker sets its own OpenMP thread count to 1 with the runtime's `omp_set_num_threads`, which sets the
 calling thread's nthreads ICV only, after torch's lazy per-thread set-up (`at::internal::lazy_init_num_threads`
@@ -39,14 +39,15 @@ def _omp_set_num_threads() -> Callable[[int], None] | None:
             paths = [line.split()[-1] for line in f if "/" in line]
     except OSError:
         return None
-    for path in dict.fromkeys(paths):
-        if os.path.basename(path).startswith(("libgomp", "libiomp5", "libomp")):
-            try:
-                fn = ctypes.CDLL(path).omp_set_num_threads
-            except (OSError, AttributeError):
-                continue
-            fn.argtypes, fn.restype = [ctypes.c_int], None
-            return fn
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    candidates = [p for p in dict.fromkeys(paths) if os.path.basename(p).startswith(("libgomp", "libiomp5", "libomp"))]
+    for path in sorted(candidates, key=lambda p: not p.startswith(torch_lib)):  # torch's own runtime first
+        try:
+            fn = ctypes.CDLL(path).omp_set_num_threads
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int], None
+        return fn
     return None
 
 
@@ -55,9 +56,15 @@ class TilePool:
         self._set_threads = set_threads
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="vsr-tiles", initializer=self._single_threaded)
         # every worker must be single-threaded before the pool is trusted: start them all and ask each
-        barrier = threading.Barrier(threads)
-        counts = list(self._executor.map(lambda _: (barrier.wait(), torch.get_num_threads())[1], range(threads)))
-        self.ok = all(n == 1 for n in counts)
+        barrier = threading.Barrier(threads, timeout=30)
+        try:
+            counts = list(self._executor.map(lambda _: (barrier.wait(), torch.get_num_threads())[1], range(threads)))
+        except (threading.BrokenBarrierError, RuntimeError):  # a thread that could not start: no pool
+            counts = []
+        self.ok = len(counts) == threads and all(n == 1 for n in counts)
+        if not self.ok:
+            barrier.abort()
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _single_threaded(self) -> None:
         torch.get_num_threads()  # torch's lazy per-thread OpenMP set-up first (see the module contract)
