@@ -113,7 +113,7 @@ def _onednn_forward(
     aten/src/ATen/native/Convolution.cpp, ConvParams::use_mkldnn); the two round differently (up to 4e-7,
     a code value at ties). oneDNN's own results are the same for 1 to 4 threads, in fp32 and bf16
     (tests/test_engine.py). channels_last (NHWC) is oneDNN's native layout: measured on a 2-core Zen 4, 9-5-5 on
-    a 1080p frame, 2.50 s NCHW whole frame -> 1.21 s (bench/cpu_layers.py). The first two layers take their ReLU
+    a 1080p frame, 2.53 s NCHW whole frame -> 1.24 s (bench/cpu_layers.py). The first two layers take their ReLU
     as a oneDNN post-op (`_FUSED`), which saves a pass over their outputs.
     With `taps` (see `_taps`) the last layer runs as `_one_channel_conv`."""
     for k, conv in enumerate((model.conv1, model.conv2, model.conv3)):
