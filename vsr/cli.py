@@ -801,16 +801,14 @@ def bench(
         "naive": naive,
     }
     if precisions is not None:
-        from .precision import PRECISIONS
+        from .errors import BackendError
+        from .precision import PRECISIONS, check_plan
 
         changes["precisions"] = bm.parse_names(precisions, PRECISIONS, "--precision")
-        wrong, why, use = (
-            ("bf16", "is a CPU precision in vsr", "auto, fp16")
-            if dev.type == "cuda"
-            else ("fp16", "needs a CUDA GPU", "auto, bf16")
-        )
-        if wrong in changes["precisions"]:
-            raise UsageError(f"--precision {wrong} {why}; use {use} or fp32 here")
+        try:  # a precision this device cannot run, now rather than after the peak measurement
+            check_plan(changes["precisions"], dev)
+        except BackendError as exc:
+            raise UsageError(str(exc)) from None
     if backends is not None:
         changes["backends"] = bm.parse_names(backends, bm.BACKENDS, "--backends")
     if resolutions is not None:

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import precision as policy
 from .errors import BackendError, VsrError
 from .model import SRCNN
 from .tilepool import tile_pool
@@ -182,8 +183,6 @@ class Upscaler:
         layers: tuple[str, ...] | None = None,
         notice: Notice = lambda message: None,
     ):
-        from . import precision as policy
-
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:  # cuda:N everywhere (threads set it current)
             self.device = torch.device("cuda", torch.cuda.current_device())
@@ -191,12 +190,8 @@ class Upscaler:
             layers = policy.layer_plan(model, precision, self.device, notice)
         elif len(layers) != len(policy.LAYERS) or any(d not in policy.DTYPES for d in layers):
             raise BackendError(f"bad layer precisions {layers!r}; give one of fp32, bf16, fp16 per layer")
-        elif self.device.type != "cuda" and "fp16" in layers:
-            raise BackendError("fp16 needs a CUDA GPU; use --precision auto, fp32 or bf16 on the CPU")
-        elif self.device.type == "cuda" and "bf16" in layers:
-            raise BackendError("bf16 is a CPU precision in vsr; use --precision fp16 (default) or fp32 on a GPU")
-        elif "bf16" in layers and not policy.cpu_bf16()["onednn"]:  # e.g. a worker on another machine
-            raise BackendError("this CPU cannot run bf16 convolutions (oneDNN needs AVX-512 or newer); use --precision fp32")
+        else:
+            policy.check_plan(tuple(layers), self.device)
         tile = default_tile(self.device) if tile is None else tile
         if tile < 16:
             raise BackendError(f"tile size {tile} is too small; use at least 16")
@@ -328,7 +323,6 @@ class CompiledUpscaler(Upscaler):
         import torch._inductor.config as inductor_config
 
         inductor_config.fx_graph_cache = True
-        self.channels_last = True
         self.model = self.model.to(memory_format=torch.channels_last)
         _raise_recompile_limit()
         try:
@@ -405,9 +399,7 @@ def make_upscaler(
     CPU has native bf16, fp32 elsewhere (`vsr.precision`)."""
     dev = pick_device(device) if isinstance(device, str) else torch.device(device)
     precision = precision or "auto"
-    from .precision import layer_plan
-
-    layer_plan(model, precision, dev)  # a precision this device cannot run is one error, not a fallback chain
+    policy.layer_plan(model, precision, dev)  # a precision this device cannot run is one error, not a fallback chain
     if backend == "auto":
         if dev.type != "cuda":
             return Upscaler(model, dev, precision, tile, notice=notice)

@@ -107,25 +107,32 @@ def recorded_delta(model) -> float | None:
     return None if record is None else record.get("auto_set5_delta_db")
 
 
+def check_plan(plan: tuple[str, ...], device: torch.device) -> None:
+    """Raise `BackendError` (one line) when `device` cannot run a dtype of `plan`: fp16 off CUDA, bf16 on CUDA, or
+    bf16 on a CPU whose oneDNN has no bf16 convolutions (e.g. a worker on another machine)."""
+    if device.type == "cuda" and "bf16" in plan:
+        raise BackendError("--precision bf16 is a CPU precision in vsr; use auto (fp16) or fp32 on a GPU")
+    if device.type != "cuda" and "fp16" in plan:
+        raise BackendError("--precision fp16 needs a CUDA GPU; use auto, fp32 or bf16 on the CPU")
+    if device.type != "cuda" and "bf16" in plan and not cpu_bf16()["onednn"]:
+        raise BackendError("this CPU cannot run bf16 convolutions (oneDNN needs AVX-512 or newer); use --precision fp32")
+
+
 def layer_plan(model, precision: str | None, device: torch.device, notice: Notice = lambda text: None) -> tuple[str, ...]:
     """One dtype name per convolution for `precision` (None = auto) on `device` (see the module contract)."""
     precision = precision or "auto"
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    if device.type == "cuda":
-        if precision == "bf16":
-            raise BackendError("bf16 is a CPU precision in vsr; use --precision fp16 (default) or fp32 on a GPU")
-        return ("fp16" if precision == "auto" else precision,) * len(LAYERS)
-    if precision == "fp16":
-        raise BackendError("fp16 needs a CUDA GPU; use --precision auto, fp32 or bf16 on the CPU")
-    cpu = cpu_bf16()
-    if precision == "bf16":
-        if not cpu["onednn"]:
-            raise BackendError("this CPU cannot run bf16 convolutions (oneDNN needs AVX-512 or newer); use --precision fp32")
-        if not cpu["native"]:
+    if precision != "auto":
+        plan = (precision,) * len(LAYERS)
+        check_plan(plan, device)
+        if precision == "bf16" and not cpu_bf16()["native"]:
             notice("this CPU has no native bf16 (AVX512_BF16 or AMX); bf16 is emulated and slower than fp32")
-        return ("bf16",) * len(LAYERS)
-    if precision == "fp32" or not (cpu["native"] and cpu["onednn"]):
+        return plan
+    if device.type == "cuda":
+        return ("fp16",) * len(LAYERS)
+    cpu = cpu_bf16()
+    if not (cpu["native"] and cpu["onednn"]):
         return ("fp32",) * len(LAYERS)
     bf16 = recorded_layers(model) or ()
     return tuple("bf16" if name in bf16 else "fp32" for name in LAYERS)
@@ -140,7 +147,8 @@ def choose_auto(subsets: list[dict]) -> dict:
 
 
 def label(plan: tuple[str, ...]) -> str:
-    """ "fp32", "bf16", "fp16" for a uniform plan; else e.g. "bf16 conv2" (the bf16 layers; the rest fp32)."""
+    """A plan's name: "fp32", "bf16" or "fp16" when uniform; "bf16 conv2" for a CPU mix (its bf16 layers, the rest
+    fp32); any other mix by its layers, e.g. "fp32/fp16/fp32"."""
     if len(set(plan)) == 1:
         return plan[0]
     if "bf16" not in plan:
