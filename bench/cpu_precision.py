@@ -1,4 +1,4 @@
-"""Which SRCNN layers may run in bf16 on the CPU: measure, choose, record (`weights/cpu_precision.json`).
+"""Which SRCNN layers may run in bf16 on the CPU: measure, choose, record (`vsr/weights/cpu_precision.json`).
 
 For each shipped model and scale (or one --weights file), and for each of the 8 subsets of the three
 convolutions in bf16 (the rest fp32), this measures:
@@ -12,7 +12,7 @@ and records as `auto_bf16_layers` the fastest subset whose Set5 Y-PSNR is within
 choice was not fitted to Set5 alone; it does not choose. `vsr --precision auto` reads the record on CPUs with
 native bf16 (vsr.precision); measuring needs such a CPU.
 
-    VSR_DATA=../shared/data python bench/cpu_precision.py                  # all six, writes weights/cpu_precision.json
+    VSR_DATA=../shared/data python bench/cpu_precision.py                  # all six, writes vsr/weights/cpu_precision.json
     VSR_DATA=../shared/data python bench/cpu_precision.py --weights my.safetensors --scale 3 --out my.json
 """
 
@@ -39,7 +39,7 @@ from vsr.engine import Upscaler  # noqa: E402
 from vsr.evaluate import evaluate, load_ground_truth  # noqa: E402
 from vsr.model import load_weights, weights_hash  # noqa: E402
 from vsr.precision import LAYERS, MAX_LOSS_DB, MIN_SPEEDUP, RECORD, choose_auto, cpu_bf16  # noqa: E402
-from vsr.weights import REPO_WEIGHTS, default_weights  # noqa: E402
+from vsr.weights import SHIPPED_WEIGHTS, default_weights  # noqa: E402
 
 WHAT = (
     "Set5/Set14 Y-PSNR (vsr eval --no-ensemble protocol) and 1080p frame time per subset of layers in bf16; "
@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--frame", default="1920x1080", help="timed frame, WxH (bicubic-sized, i.e. the output size)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--reselect", action="store_true", help="only re-apply the choice rule to the --out record")
-    ap.add_argument("--out", type=Path, default=REPO_WEIGHTS / RECORD, help="record to update (other models' entries kept)")
+    ap.add_argument("--out", type=Path, default=SHIPPED_WEIGHTS / RECORD, help="record to update (other models' entries kept)")
     args = ap.parse_args()
     if args.reselect:
         doc = json.loads(args.out.read_text())

@@ -12,7 +12,7 @@ from vsr import precision
 from vsr.engine import Upscaler, make_upscaler
 from vsr.errors import BackendError
 from vsr.model import load_weights, weights_hash
-from vsr.weights import REPO_WEIGHTS, default_weights
+from vsr.weights import SHIPPED_WEIGHTS, default_weights
 
 from .test_model import make_model
 
@@ -143,7 +143,7 @@ def test_every_shipped_model_has_a_consistent_record(monkeypatch, arch, scale):
     monkeypatch.delenv("VSR_WEIGHTS", raising=False)
     model = load_weights(default_weights(scale, arch))
     record = precision.record_for(model)
-    assert record is not None, f"no record for {arch} x{scale} in {REPO_WEIGHTS / precision.RECORD}"
+    assert record is not None, f"no record for {arch} x{scale} in {SHIPPED_WEIGHTS / precision.RECORD}"
     assert record["auto_bf16_layers"] == precision.choose_auto(record["subsets"])["bf16_layers"]
     assert abs(record["auto_set5_delta_db"]) <= precision.MAX_LOSS_DB
     assert len(record["subsets"]) == 8

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .errors import BackendError
-from .weights import REPO_WEIGHTS, weights_dir
+from .weights import SHIPPED_WEIGHTS, weights_dir
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_LOSS_DB = 0.01  # what `auto` may cost on Set5 against fp32
@@ -67,7 +67,7 @@ def cpu_bf16() -> dict:
 
 
 def _record_paths() -> list[Path]:
-    paths = [weights_dir() / RECORD, REPO_WEIGHTS / RECORD]
+    paths = [weights_dir() / RECORD, SHIPPED_WEIGHTS / RECORD]
     return list(dict.fromkeys(p.resolve() for p in paths))
 
 
