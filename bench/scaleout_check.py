@@ -88,7 +88,7 @@ def main() -> None:
 
             runs["--ray local"] = ["--ray", "local"]
         except ImportError:
-            print("SKIP  --ray local: Ray is not installed (pip install 'vsr[ray]')")
+            print("SKIP  --ray local: Ray is not installed (pip install -e '.[ray]')")
         for name, extra in runs.items():
             out = tmp / f"{name.strip('-').replace(' ', '_')}.mkv"
             times[name] = vsr(src, out, *extra)

@@ -9,7 +9,7 @@ missing. The outputs are checked to hold every frame.
 
     python bench/scaleout_fps.py --seconds 60 --size 320x180 --scale 2 --arch 9-1-5 --workers 2 \
         --json bench/results/cpu-scaleout-320x180-x2-9-1-5.json
-    python bench/scaleout_fps.py --ray      # adds --ray local (needs pip install 'vsr[ray]')
+    python bench/scaleout_fps.py --ray      # adds --ray local (needs Ray: pip install -e '.[ray]')
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def test_bad_backend_and_precision():
 
 @pytest.mark.skipif(trt.available(), reason="torch-tensorrt is installed here")
 def test_tensorrt_missing_is_one_clear_error():
-    with pytest.raises(BackendError, match="pip install 'vsr\\[tensorrt\\]'"):
+    with pytest.raises(BackendError, match="pip install 'torch-tensorrt<2.15,>=2.5'"):
         make_upscaler(make_model("9-1-5"), "tensorrt", "cpu")
 
 

@@ -93,7 +93,7 @@ def test_nvdec_decodes_on_the_gpu_and_gives_the_cpu_planes(tmp_path):
 
 
 def test_tensorrt_engine_matches_eager_and_its_cache_is_rebuilt_when_broken(tmp_path, monkeypatch):
-    pytest.importorskip("torch_tensorrt", reason="torch-tensorrt is not installed (pip install 'vsr[tensorrt]')")
+    pytest.importorskip("torch_tensorrt", reason="torch-tensorrt is not installed (pip install -e '.[tensorrt]')")
     from vsr.trt import TensorRTUpscaler
 
     monkeypatch.setenv("VSR_CACHE", str(tmp_path))

@@ -22,7 +22,7 @@ def test_missing_ray_is_one_line_with_the_pip_command(tmp_path, weights):
     env = {"PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}
     r = vsr("upscale", src, tmp_path / "out.mkv", "--weights", weights, "--ray", "local", "--segment", 0.4, **env)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert r.stderr == "vsr: error: --ray needs Ray, which is not installed: pip install 'vsr[ray]'\n"
+    assert r.stderr == "vsr: error: --ray needs Ray, which is not installed: pip install 'ray>=2.10'\n"
     assert names(tmp_path) == {"fake", "in.mkv"}
 
 

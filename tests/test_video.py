@@ -24,12 +24,13 @@ import numpy as np
 import pytest
 import torch
 
+from vsr import video
 from vsr.engine import Upscaler
 from vsr.errors import InputError, OutputError, UsageError
 from vsr.model import SRCNN, SRCNNConfig
 from vsr.pipeline import upscale_planes, upscale_video
 from vsr.resize import imresize
-from vsr.video import plane_shapes, read_planes, working_format
+from vsr.video import VideoReader, plane_shapes, read_planes, working_format
 
 from .conftest import SHARED_DATA, smooth_image
 
@@ -215,7 +216,8 @@ def test_ten_bit_stays_ten_bit(tmp_path):
     assert summary.pix_fmt == "yuv420p10le"
     out = frames_of(dst)
     assert out[0].format.name == "yuv420p10le" and len(out) == 5
-    assert 0 < int(out[0].to_ndarray().max()) <= 1023 and int(out[0].to_ndarray().max()) > 255
+    top = max(int(p.max()) for p in read_planes(out[0]))  # not to_ndarray: PyAV reads yuv420p10le so only from 18.0
+    assert 255 < top <= 1023
 
 
 def test_nvenc_encodes_on_the_models_gpu():
@@ -231,17 +233,34 @@ def test_nvenc_encodes_on_the_models_gpu():
 
 def test_the_package_requires_a_pyav_with_the_hwaccel_api():
     """--hwaccel uses av.codec.hwaccel, av.open(hwaccel=) and CodecContext.is_hwaccel (PyAV 14.1 and newer) and
-    needs the colour tags of downloaded frames (PyAV 18.0 and newer, see vsr.video._open_input)."""
+    needs the colour tags of downloaded frames (PyAV 18.0 and newer, see vsr.video._open_input), which needs Python
+    3.11; on 3.10 the floor is 17.1 (Stream.set_display_rotation), where --hwaccel decodes on the CPU (next test)."""
     import importlib.metadata
     import re
 
-    reqs = [r for r in importlib.metadata.requires("vsr") if re.match(r"av\b", r)]
-    assert len(reqs) == 1
-    minimum = re.search(r">=\s*([\d.]+)", reqs[0])
-    assert minimum and tuple(int(x) for x in minimum.group(1).split(".")) >= (18,), reqs
+    floors = {}
+    for req in importlib.metadata.requires("vsr-srcnn"):
+        m = re.fullmatch(r"av\s*>=\s*([\d.]+)\s*;\s*python_version\s*([<>=]+)\s*[\"']3\.11[\"']", req)
+        if m:
+            floors[m[2]] = tuple(int(x) for x in m[1].split("."))
+    assert floors.keys() == {">=", "<"} and floors[">="] >= (18,) and floors["<"] >= (17, 1), floors
     from av.codec.hwaccel import HWAccel, hwdevices_available  # noqa: F401 - present in the installed PyAV
 
     assert hasattr(av.codec.context.CodecContext, "is_hwaccel")
+    assert hasattr(av.video.stream.VideoStream, "set_display_rotation")
+
+
+def test_hwaccel_with_a_pyav_older_than_18_decodes_on_the_cpu_and_says_why(tmp_path, monkeypatch):
+    src = make_clip(tmp_path / "in.mkv", audio=None)
+    monkeypatch.setattr(video, "AV_MAJOR", 17)
+    said = []
+    reader = VideoReader(src, warn=said.append, hwaccel="cuda")
+    try:
+        assert len(list(reader.read())) == len(VFR_MS)
+    finally:
+        reader.close()
+    assert len(said) == 1 and said[0].startswith("hardware decoding (cuda) needs PyAV 18 or newer"), said
+    assert said[0].endswith("PyAV 18 needs Python 3.11 or newer); decoding on the CPU")
 
 
 @pytest.mark.parametrize(

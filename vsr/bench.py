@@ -78,7 +78,7 @@ import torch
 
 from .atomic import atomic_path
 from .engine import BACKENDS, make_upscaler
-from .errors import BackendError, InputError, OutputError, UsageError, WeightsError
+from .errors import BackendError, InputError, OutputError, UsageError, WeightsError, install_hint
 from .model import SRCNN, SRCNNConfig, load_weights
 from .naive import naive_upscale
 from .pipeline import upscale_video
@@ -534,7 +534,7 @@ def run(plan: Plan, device: torch.device, progress: Progress | None = None, comm
 
         if not trt.available():
             raise BackendError(
-                "the tensorrt backend needs torch-tensorrt (pip install 'vsr[tensorrt]'); leave it out of --backends"
+                f"the tensorrt backend needs torch-tensorrt ({install_hint('tensorrt')}); leave it out of --backends"
             )
     for arch in plan.models:
         if arch not in MODELS:
@@ -651,7 +651,7 @@ def cpu_precision_delta(quality: list[dict], models: list[SRCNN], bf16_used: boo
     if recorded:
         return {
             "cpu_precision_psnr_delta_db": round(max(abs(d) for d in recorded), 4),
-            "cpu_precision_psnr_delta_source": "recorded (Set5, weights/cpu_precision.json)",
+            "cpu_precision_psnr_delta_source": "recorded (Set5, vsr/weights/cpu_precision.json)",
         }
     return {"cpu_precision_psnr_delta_db": None, "cpu_precision_psnr_delta_source": None}
 
@@ -783,7 +783,7 @@ def check_plotting() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise UsageError("--plot needs matplotlib; install it with pip install 'vsr[plot]' (or pip install matplotlib)") from None
+        raise UsageError(f"--plot needs matplotlib; install it with {install_hint('plot')}") from None
 
 
 def row_label(row: dict) -> str:

@@ -42,3 +42,18 @@ class BackendError(VsrError):
     """A requested backend or device is not available on this machine."""
 
     exit_code = 5
+
+
+DISTRIBUTION = "vsr-srcnn"  # vsr's name on PyPI and in pip (`vsr` there is another project); the command is vsr
+
+
+def install_hint(extra: str) -> str:
+    """`pip install '<what the extra adds>'`, read from this installation's metadata (so it matches pyproject.toml's
+    [project.optional-dependencies]), e.g. `pip install 'ray>=2.10'`; the extra itself where there is no metadata."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        specs = [r.split(";")[0].strip() for r in requires(DISTRIBUTION) or [] if f'extra == "{extra}"' in r]
+    except PackageNotFoundError:
+        specs = []
+    return "pip install " + " ".join(f"'{s}'" for s in specs) if specs else f"pip install '{DISTRIBUTION}[{extra}]'"

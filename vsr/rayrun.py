@@ -33,7 +33,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from .errors import BackendError, InputError, UsageError
+from .errors import BackendError, InputError, UsageError, install_hint
 from .signals import deferred, held
 
 _QUIET_ENV = {  # read when ray is imported (ray/_private/ray_constants.py)
@@ -50,7 +50,7 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise UsageError("--ray needs Ray, which is not installed: pip install 'vsr[ray]'") from None
+        raise UsageError(f"--ray needs Ray, which is not installed: {install_hint('ray')}") from None
     return ray
 
 

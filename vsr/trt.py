@@ -48,11 +48,11 @@ import torch
 
 from .atomic import atomic_path
 from .engine import Notice, Upscaler, _Valid, cache_root
-from .errors import BackendError
+from .errors import BackendError, install_hint
 from .model import SRCNN, weights_hash
 
 INSTALL_HINT = (
-    "torch-tensorrt is not installed; install it with `pip install 'vsr[tensorrt]'` (needs an NVIDIA GPU and "
+    f"torch-tensorrt is not installed; install it with `{install_hint('tensorrt')}` (needs an NVIDIA GPU and "
     "TensorRT for your CUDA version), or use --backend compile"
 )
 

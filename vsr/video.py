@@ -61,6 +61,13 @@ import numpy as np
 
 from .errors import InputError, OutputError, UsageError
 
+# Metadata that is not valid UTF-8 (old muxers write Latin-1 titles): PyAV before 19 decodes it strictly unless told
+# `metadata_errors="replace"`, and raises on the whole file otherwise; PyAV 19 removed the argument (av/container/core.py
+# `open`, changelog 19.0.0 "Remove the metadata_encoding and metadata_errors arguments") and always reads it as UTF-8
+# with surrogateescape, byte exact, so its values copy back to the output unchanged.
+AV_MAJOR = int(av.__version__.split(".")[0])
+_METADATA_OPTIONS = {"metadata_errors": "replace"} if AV_MAJOR < 19 else {}
+
 Warn = Callable[[str], None]
 
 # pix_fmt -> (chroma layout, bits) of the formats handed out as they are
@@ -337,7 +344,7 @@ class VideoReader:
         self._pending.clear()
         if not self.passthrough:
             return
-        with av.open(self.src, metadata_errors="replace") as fresh:
+        with av.open(self.src, **_METADATA_OPTIONS) as fresh:
             streams = [fresh.streams[s.index] for s in self.passthrough]
             for packet in fresh.demux(streams):
                 if packet.size:
@@ -521,8 +528,15 @@ def _open_input(
     Needs PyAV 18: the hwaccel API (`av.codec.hwaccel.HWAccel`, `av.open(..., hwaccel=)`,
     `CodecContext.is_hwaccel`) first appears in 14.1, and before 18.0 a downloaded frame kept only its pts
     (av/video/codeccontext.py `_transfer_hwframe`: "TODO: Is there anything else to transfer?"), losing the
-    colour tags vsr copies to the output; 18.0 copies them (`_copy_internal_attributes`)."""
+    colour tags vsr copies to the output; 18.0 copies them (`_copy_internal_attributes`). PyAV 17 (the newest on
+    Python 3.10) therefore decodes on the CPU, with a notice."""
     if not hwaccel:
+        return _open_input_with(src, fmt, {}), False
+    if AV_MAJOR < 18:
+        warn(
+            f"hardware decoding ({hwaccel}) needs PyAV 18 or newer, which keeps the colour tags of the frames it takes "
+            f"from the GPU (this is PyAV {av.__version__}; PyAV 18 needs Python 3.11 or newer); decoding on the CPU"
+        )
         return _open_input_with(src, fmt, {}), False
     from av.codec.hwaccel import HWAccel, hwdevices_available
 
@@ -557,7 +571,7 @@ def _open_input_with(src: str, fmt: str | None, extra: dict, raw_errors: bool = 
             raise InputError(f"{src}: the file is empty; give a video file")
         file = src
     try:
-        return av.open(file, "r", format=fmt, metadata_errors="replace", **options)
+        return av.open(file, "r", format=fmt, **_METADATA_OPTIONS, **options)
     except (av.FFmpegError, OSError, ValueError) as exc:
         if raw_errors:
             raise
