@@ -16,7 +16,7 @@ import torch
 from vsr.evaluate import evaluate, load_ground_truth, score_pair
 from vsr.imageio import read_image, write_image
 from vsr.resize import imresize_uint8
-from vsr.weights import REPO_WEIGHTS
+from vsr.weights import SHIPPED_WEIGHTS
 
 from .conftest import smooth_image
 
@@ -113,7 +113,19 @@ def test_usage_errors_are_one_line(args, words):
     assert all(w in lines[0] for w in words), lines[0]
 
 
-@pytest.mark.parametrize("command", ["", "upscale", "train", "webcam", "eval", "bench"])
+def test_bare_vsr_and_version():
+    """Bare `vsr` (and `vsr data`) is the help and exit 0, with no error line; `--version` is the package's."""
+    from vsr import __version__
+
+    for args in ([], ["data"]):
+        r = vsr(*args)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        assert "Usage: " in r.stdout and "Commands" in r.stdout
+    r = vsr("--version")
+    assert (r.returncode, r.stdout.strip(), r.stderr) == (0, f"vsr {__version__}", "")
+
+
+@pytest.mark.parametrize("command", ["", "upscale", "train", "webcam", "eval", "bench", "data get"])
 def test_help_has_plain_flags_and_argument_names(command):
     """No `<bool>` beside flags (it invites `--overwrite true`), no `{src}` braces; the shipped weights and the codec
     list are named where users choose them."""
@@ -170,7 +182,7 @@ def test_train_two_epochs_then_upscale_beats_bicubic(shared_data, tmp_path):
     assert _mean_psnr(truth, tmp_path / "sr", 3) > evaluate(truth, 3, None).mean("bicubic_psnr") + 0.3
 
 
-SHIPPED = sorted(REPO_WEIGHTS.glob("srcnn_*_x*.safetensors"))
+SHIPPED = sorted(SHIPPED_WEIGHTS.glob("srcnn_*_x*.safetensors"))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])

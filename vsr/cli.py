@@ -64,7 +64,7 @@ class _Group(_PlainHelp, typer.core.TyperGroup):
     pass
 
 
-app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, help="Upscale videos, streams and images with SRCNN.")
+app = typer.Typer(cls=_Group, add_completion=False, help="Upscale videos, streams and images with SRCNN.")
 out_console = Console()
 err_console = Console(stderr=True)
 _state = {"debug": False}
@@ -86,9 +86,32 @@ class Arch(str, Enum):
     a955 = "9-5-5"
 
 
-@app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out_console.print(f"vsr {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print vsr's version and exit.")
+    ] = False,
+) -> None:
     _state["debug"] = debug
+    _help_without_command(ctx)
+
+
+def _help_without_command(ctx: typer.Context) -> None:
+    """Bare `vsr` (or `vsr data`): the help, exit 0. Click's `no_args_is_help` raises an error with an empty message
+    from 8.2 on, which printed `vsr: error: ;` under the help and exited 2."""
+    if ctx.invoked_subcommand is None:
+        out_console.print(ctx.get_help(), markup=False, highlight=False)
+        raise typer.Exit()
 
 
 def _passive_openmp() -> None:
@@ -284,7 +307,7 @@ PrecisionOpt = Annotated[
     Precision,
     typer.Option(
         help="auto: fp16 on a GPU; on a CPU with native bf16 (AVX512_BF16 or AMX) bf16 for the layers where it costs "
-        "at most 0.01 dB (measured per shipped model, weights/cpu_precision.json), fp32 elsewhere. "
+        "at most 0.01 dB (measured per shipped model, vsr/weights/cpu_precision.json), fp32 elsewhere. "
         "bf16: every layer (CPU). fp16: GPU only."
     ),
 ]
@@ -360,7 +383,7 @@ def upscale(
         str | None,
         typer.Option(
             help="Run the segments as Ray tasks: local (start Ray here) or a cluster address (HOST:PORT, ray://...); "
-            "needs pip install 'vsr\\[ray]'.",
+            "needs Ray (pip install ray, or the vsr-srcnn\\[ray] extra).",
         ),
     ] = None,
 ) -> None:
@@ -847,6 +870,95 @@ def bench(
     for path in (json_out, plot_out):
         if path is not None and not quiet:
             err_console.print(f"wrote {path}", markup=False, highlight=False)
+
+
+data_app = typer.Typer(cls=_Group, help="Get the paper's datasets (Set5, Set14, 91images) into the cache, checked.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.callback(invoke_without_command=True)
+def _data(ctx: typer.Context) -> None:
+    _help_without_command(ctx)
+
+
+class DatasetName(str, Enum):
+    set5 = "Set5"
+    set14 = "Set14"
+    images91 = "91images"
+    all = "all"
+
+
+@data_app.command(name="get", cls=_Command)
+def data_get(
+    names: Annotated[list[DatasetName], typer.Argument(help="Set5, Set14, 91images or all.", show_default=False)],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Where from: a mirror's URL or a folder laid out like NAME/FILE.png, or the authors' .zip downloaded "
+            "by hand. Default: the SRCNN authors' archives (mmlab.ie.cuhk.edu.hk).",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+) -> None:
+    """Download datasets into $VSR_CACHE/datasets (default ~/.cache/vsr/datasets), each file checked by SHA-256.
+
+    An interrupted download resumes where it stopped; files already there and checked are kept.
+    `vsr eval --data Set5` and `vsr train --data 91images` then find them.
+    """
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    from .download import get_dataset
+
+    wanted = [n.value for n in names if n != DatasetName.all]
+    if DatasetName.all in names:
+        wanted = [n.value for n in DatasetName if n != DatasetName.all]
+    say = lambda text: err_console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console,
+        disable=not _live_display(quiet),
+        transient=True,
+    )
+    tasks: dict[str, int] = {}
+
+    plain = not quiet and not _live_display(quiet)  # a log, not a terminal: a line per archive, none per image
+
+    def progress(done: int, total: int | None, label: str) -> None:
+        if label not in tasks:
+            tasks[label] = bar.add_task(label, total=total)
+            if plain and label.endswith(".zip"):
+                say(f"vsr: downloading {label}" + (f" ({total / 1e6:.1f} MB)" if total else ""))
+        bar.update(tasks[label], completed=done, total=total)
+
+    with bar:
+        for name in dict.fromkeys(wanted):
+            folder = get_dataset(name, source, progress)
+            if not quiet:
+                say(f"{name}: {folder} (every file checked)")
+
+
+@data_app.command(name="list", cls=_Command)
+def data_list() -> None:
+    """The datasets vsr can get, where `--data NAME` finds each, and whether the cache holds it whole."""
+    from .data import KNOWN_DATASETS, resolve_dataset
+    from .download import entries, missing
+
+    table = Table(title="datasets (vsr data get NAME)")
+    for col in ("name", "files", "cache ($VSR_CACHE/datasets)", "--data NAME uses"):
+        table.add_column(col, no_wrap=col == "name")
+    for name in KNOWN_DATASETS:
+        total, absent = len(entries(name)), len(missing(name))
+        state = "complete, checked" if not absent else f"{total - absent} of {total} files" if absent < total else "absent"
+        try:
+            uses = str(resolve_dataset(name))
+        except InputError:
+            uses = "- (vsr data get " + name + ")"
+        table.add_row(name, str(total), state, uses)
+    out_console.print(table)
 
 
 def _print_bench(doc: dict) -> None:

@@ -3,8 +3,8 @@
 Contract:
 - `resolve_dataset(name_or_path)` returns an existing folder. Known names (`91images`,
   `Set5`, `Set14`) are looked up as `$VSR_DATA/<name>`, then `<cache>/datasets/<name>`
-  where cache is `$VSR_CACHE` or `~/.cache/vsr`. vsr never downloads data: a missing
-  dataset is an `InputError` that says how to point at a local copy.
+  where cache is `$VSR_CACHE` or `~/.cache/vsr` (where `vsr data get` puts them, `vsr.download`). Nothing
+  downloads here: a missing dataset is an `InputError` that says how to get it or point at a local copy.
 - `training_pairs(folder, scale)` cuts the paper's sub-images: Y of BT.601 (MATLAB
   `rgb2ycbcr`, rounded to uint8) of each modcropped image is the label; the input is
   that Y bicubic-downscaled and upscaled by `scale` in float; both are cut into
@@ -50,8 +50,8 @@ def resolve_dataset(name_or_path: str | Path) -> Path:
         if c.is_dir():
             return c
     raise InputError(
-        f"dataset {name!r} not found (looked in {', '.join(str(c) for c in candidates)}); vsr works offline: "
-        f"set VSR_DATA to a folder that contains {name}/ (e.g. VSR_DATA=../shared/data) or pass the folder path"
+        f"dataset {name!r} not found (looked in {', '.join(str(c) for c in candidates)}); get it with `vsr data get {name}`, "
+        f"set VSR_DATA to a folder that contains {name}/, or pass the folder path"
     )
 
 

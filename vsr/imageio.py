@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 from .atomic import atomic_path
 from .errors import InputError, OutputError  # noqa: E402
 
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+if hasattr(cv2.utils, "logging"):  # OpenCV 4.8 has only the environment variable above
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -33,7 +34,15 @@ def read_image(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file; check the path")
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return _as_uint8(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), str(path))
+
+
+def read_image_bytes(data: bytes, label: str = "image") -> np.ndarray:
+    """`read_image` of a file's contents held in memory."""
+    return _as_uint8(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), label)
+
+
+def _as_uint8(img: np.ndarray | None, path: str) -> np.ndarray:
     if img is None:
         raise InputError(f"{path}: not a readable image (corrupt or unsupported format); use PNG, JPEG, BMP or TIFF")
     if img.dtype == np.uint16:
