@@ -272,7 +272,7 @@ def _from_archive(name: str, archive: Path, todo: list[Entry]) -> list[Entry]:
     return [e for e in todo if e.name not in found]
 
 
-def _archive(location: str, sha256: str | None, progress: Progress | None) -> Path:
+def _archive(name: str, location: str, sha256: str | None, progress: Progress | None) -> Path:
     """A local archive as it is; a URL's downloaded (resuming) and verified, then kept in the downloads folder, since
     the other datasets come from the same archive."""
     if not _is_url(location):
@@ -287,7 +287,7 @@ def _archive(location: str, sha256: str | None, progress: Progress | None) -> Pa
     try:
         _fetch_verified(location, part, sha256, file_name, progress)
     except (OSError, http.client.HTTPException) as exc:
-        raise InputError(f"cannot download {location}: {_reason(exc)}") from None
+        raise InputError(f"cannot download {location}: {_reason(exc)}; {_offline_hint(name)}") from None
     os.replace(part, done)
     return done
 
@@ -316,11 +316,11 @@ def get_dataset(name: str, source: str | None = None, progress: Progress | None 
         for location, sha256 in archives:
             if todo:
                 try:
-                    todo = _from_archive(name, _archive(location, sha256, progress), todo)
+                    todo = _from_archive(name, _archive(name, location, sha256, progress), todo)
                 except InputError as exc:
                     failed.append(exc)  # the next archive may have what this one could not give
         if todo and failed:
-            raise InputError(f"{failed[0]}; {_offline_hint(name)}") from None
+            raise failed[0]
     if todo:
         names = ", ".join(e.name for e in todo[:3]) + (f" and {len(todo) - 3} more" if len(todo) > 3 else "")
         raise InputError(f"{where} lacks {len(todo)} of {name}'s files ({names}) or holds other pixels; {_offline_hint(name)}")
