@@ -222,3 +222,22 @@ def test_wrong_files_are_refused_and_not_kept(shared_data, cache, tmp_path):
     with pytest.raises(InputError, match=r"lacks 1 of Set5's files \(woman_GT.png\)"):
         download.get_dataset("Set5", str(mirror))
     assert [e.name for e in download.missing("Set5")] == ["woman_GT.png"]
+
+
+def test_default_sources_are_checked_against_their_pinned_sha256(shared_data, cache, monkeypatch):
+    """The default path (no --from): the authors' archives, each checked against its pinned SHA-256 before use; one
+    that does not match is downloaded once more from the start, then it is an error, and the next archive is tried."""
+    good = _authors_zip(shared_data, {"Set5": "Test/Set5"})
+    server = Server(blobs={"changed.zip": b"another archive", "good.zip": good})
+    digest = hashlib.sha256(good).hexdigest()
+    try:
+        monkeypatch.setattr(download, "ARCHIVES", ((server.url + "changed.zip", digest), (server.url + "good.zip", digest)))
+        folder = download.get_dataset("Set5")
+        assert [path for path, _ in server.requests] == ["/changed.zip", "/changed.zip", "/good.zip"]
+        assert not download.missing("Set5") and folder == cache / "datasets" / "Set5"
+        monkeypatch.setattr(download, "ARCHIVES", ((server.url + "changed.zip", digest),))
+        with pytest.raises(InputError, match=r"changed.zip does not have the expected SHA-256"):
+            download.get_dataset("Set14")
+        assert not (cache / "datasets" / ".downloads" / "changed.zip").exists()
+    finally:
+        server.close()

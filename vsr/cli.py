@@ -924,7 +924,6 @@ def data_get(
         transient=True,
     )
     tasks: dict[str, int] = {}
-
     plain = not quiet and not _live_display(quiet)  # a log, not a terminal: a line per archive, none per image
 
     def progress(done: int, total: int | None, label: str) -> None:

@@ -240,7 +240,7 @@ def _from_mirror(name: str, base: str, todo: list[Entry], progress: Progress | N
         url = urllib.parse.urljoin(base, f"{urllib.parse.quote(name)}/{urllib.parse.quote(entry.name)}")
         part = _downloads() / f"{name}-{entry.name}.part"
         try:
-            _fetch_verified(url, part, None, f"{name}/{entry.name}", progress)
+            fetch(url, part, f"{name}/{entry.name}", progress)
         except (OSError, http.client.HTTPException) as exc:
             if _not_there(exc):
                 left.append(entry)
