@@ -118,7 +118,7 @@ def test_bad_backend_and_precision():
 
 @pytest.mark.skipif(trt.available(), reason="torch-tensorrt is installed here")
 def test_tensorrt_missing_is_one_clear_error():
-    with pytest.raises(BackendError, match="pip install 'torch-tensorrt<2.15,>=2.5'"):
+    with pytest.raises(BackendError, match="pip install 'torch-tensorrt<2.15,>=2.4'"):
         make_upscaler(make_model("9-1-5"), "tensorrt", "cpu")
 
 
@@ -183,8 +183,10 @@ def test_compile_keeps_compiling_past_dynamos_default_recompile_limit(monkeypatc
 
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=counting_backend, dynamic=False))
-    for name in ("recompile_limit", "accumulated_recompile_limit"):
-        monkeypatch.setattr(dynamo_config, name, {"recompile_limit": 8}.get(name, 256))  # torch's defaults
+    new = hasattr(dynamo_config, "recompile_limit")  # `cache_size_limit` before torch 2.6 (see vsr.engine)
+    limits = ("recompile_limit", "accumulated_recompile_limit") if new else ("cache_size_limit", "accumulated_cache_size_limit")
+    for name, default in zip(limits, (8, 256), strict=True):  # torch's defaults
+        monkeypatch.setattr(dynamo_config, name, default)
     torch._dynamo.reset()
     try:
         up = vsr.engine.CompiledUpscaler(make_model("9-1-5"), "cpu")

@@ -65,10 +65,12 @@ def test_garbage_and_pickled_weights_are_refused(tmp_path):
 
 def test_tiled_equals_untiled():
     m = make_model("9-5-5")
-    y = torch.rand(2, 1, 70, 53)
+    y = torch.rand(2, 1, 70, 53, generator=torch.Generator().manual_seed(0))
     whole = Upscaler(m, "cpu", tile=512)(y)
     tiled = Upscaler(m, "cpu", tile=16)(y)
-    assert torch.allclose(whole, tiled, atol=1e-6)
+    # oneDNN picks its fp32 kernel by shape, and kernels sum in different orders: equal up to float rounding (as in
+    # test_engine.py), 1.3e-6 to 1.6e-6 here for torch 2.5, 2.13 and 2.15 alike; a seam (too small a halo) is 1e-2
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
     assert whole.min() >= 0 and whole.max() <= 1
 
 
