@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from .atomic import atomic_path
 from .errors import InputError, OutputError  # noqa: E402
 
-if hasattr(cv2.utils, "logging"):  # OpenCV 4.8 has only the environment variable above
+if hasattr(cv2.utils, "logging"):  # OpenCV 4.10 and older have only the environment variable above
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
