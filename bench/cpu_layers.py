@@ -6,11 +6,11 @@ after a warm-up, variants of one question timed round-robin (a burst of other lo
   frame     SRCNN on a whole bicubic-sized frame: naive (NCHW, whole frame, F.conv2d: what a first script does),
             and vsr's Upscaler (oneDNN, channels_last, tiles, ReLU fused into conv1 and conv2) in fp32 and
             with its `auto` plan; the `auto` plan with the ReLU as a separate in-place pass, and with the tiles
-            one after another, each spread over the threads (instead of a tile per thread, vsr/tilepool.py)
+            one after another, each spread over the threads (instead of a tile per thread, vsr/engine/tilepool.py)
   tiles     vsr's Upscaler at output tile sides 64 .. 1080 (small tiles keep conv1's 64-channel output in the
             cache, i.e. conv1 fused into conv2 per tile, at the price of more halo recomputation)
   conv3     the last layer (32 -> 1 channels, 5x5) on one 256 tile: oneDNN's own convolution against
-            vsr's 1x1 convolution to 25 taps + shifted sum (vsr.engine._one_channel_conv)
+            vsr's 1x1 convolution to 25 taps + shifted sum (vsr.engine.base._one_channel_conv)
   relu      conv1 + ReLU on one tile: separate in-place ReLU against oneDNN's fused conv+bias+ReLU
             (torch.ops.mkldnn._convolution_pointwise, what vsr uses)
   conv1     conv1 + ReLU on one tile: directly on the bicubic frame (x3) against the polyphase form (one 7x7
@@ -36,12 +36,12 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from vsr import engine  # noqa: E402
-from vsr.bench import cpu_name  # noqa: E402
-from vsr.engine import Upscaler, _one_channel_conv, _taps  # noqa: E402
-from vsr.model import load_weights  # noqa: E402
-from vsr.precision import cpu_bf16  # noqa: E402
-from vsr.weights import default_weights  # noqa: E402
+from vsr.bench.report import cpu_name  # noqa: E402
+from vsr.engine import base as engine  # noqa: E402
+from vsr.engine.base import Upscaler, _one_channel_conv, _taps  # noqa: E402
+from vsr.engine.precision import cpu_bf16  # noqa: E402
+from vsr.model.srcnn import load_weights  # noqa: E402
+from vsr.model.weights import default_weights  # noqa: E402
 
 MK = torch.ops.aten.mkldnn_convolution
 FUSED = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)  # what Inductor's CPU fusion emits
@@ -65,7 +65,7 @@ class SeparateReLU(Upscaler):
 
 
 def one_tile_at_a_time(upscaler: Upscaler, frame: torch.Tensor) -> torch.Tensor:
-    """The upscaler with its tiles one after another, each split over the threads (no vsr.tilepool)."""
+    """The upscaler with its tiles one after another, each split over the threads (no vsr.engine.tilepool)."""
     saved, engine.tile_pool = engine.tile_pool, lambda threads: None
     try:
         return upscaler(frame)

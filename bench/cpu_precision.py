@@ -1,18 +1,18 @@
-"""Which SRCNN layers may run in bf16 on the CPU: measure, choose, record (`vsr/weights/cpu_precision.json`).
+"""Which SRCNN layers may run in bf16 on the CPU: measure, choose, record (`vsr/model/weights/cpu_precision.json`).
 
 For each shipped model and scale (or one --weights file), and for each of the 8 subsets of the three
 convolutions in bf16 (the rest fp32), this measures:
-  set5_psnr / set14_psnr   mean Y-PSNR under `vsr eval --no-ensemble`'s protocol (vsr.evaluate)
+  set5_psnr / set14_psnr   mean Y-PSNR under `vsr eval --no-ensemble`'s protocol (vsr.train.evaluate)
   frame_s                  median seconds of the SR network on one bicubic-sized frame (default 1920x1080),
                            tiled as `vsr upscale` runs it (eager, oneDNN, channels_last), after a warm-up;
                            the 8 subsets timed round-robin, so that other load hits them alike
 and records as `auto_bf16_layers` the fastest subset whose Set5 Y-PSNR is within `MAX_LOSS_DB` (0.01 dB) of fp32
-(either way), if it is at least `MIN_SPEEDUP` (1.05) times as fast as fp32; else none (`vsr.precision.choose_auto`;
+(either way), if it is at least `MIN_SPEEDUP` (1.05) times as fast as fp32; else none (`vsr.engine.precision.choose_auto`;
 `--reselect` re-applies that rule to an existing record without measuring). Set14 is measured as a check the
 choice was not fitted to Set5 alone; it does not choose. `vsr --precision auto` reads the record on CPUs with
-native bf16 (vsr.precision); measuring needs such a CPU.
+native bf16 (vsr.engine.precision); measuring needs such a CPU.
 
-    VSR_DATA=../shared/data python bench/cpu_precision.py                  # all six, writes vsr/weights/cpu_precision.json
+    VSR_DATA=../shared/data python bench/cpu_precision.py                  # all six, writes vsr/model/weights/cpu_precision.json
     VSR_DATA=../shared/data python bench/cpu_precision.py --weights my.safetensors --scale 3 --out my.json
 """
 
@@ -33,13 +33,13 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from vsr.bench import cpu_name  # noqa: E402
-from vsr.data import resolve_dataset  # noqa: E402
-from vsr.engine import Upscaler  # noqa: E402
-from vsr.evaluate import evaluate, load_ground_truth  # noqa: E402
-from vsr.model import load_weights, weights_hash  # noqa: E402
-from vsr.precision import LAYERS, MAX_LOSS_DB, MIN_SPEEDUP, RECORD, choose_auto, cpu_bf16  # noqa: E402
-from vsr.weights import SHIPPED_WEIGHTS, default_weights  # noqa: E402
+from vsr.bench.report import cpu_name  # noqa: E402
+from vsr.engine.base import Upscaler  # noqa: E402
+from vsr.engine.precision import LAYERS, MAX_LOSS_DB, MIN_SPEEDUP, RECORD, choose_auto, cpu_bf16  # noqa: E402
+from vsr.model.srcnn import load_weights, weights_hash  # noqa: E402
+from vsr.model.weights import SHIPPED_WEIGHTS, default_weights  # noqa: E402
+from vsr.train.data import resolve_dataset  # noqa: E402
+from vsr.train.evaluate import evaluate, load_ground_truth  # noqa: E402
 
 WHAT = (
     "Set5/Set14 Y-PSNR (vsr eval --no-ensemble protocol) and 1080p frame time per subset of layers in bf16; "
@@ -90,7 +90,7 @@ def measure(path: Path, scale: int, sets: dict, size: tuple[int, int], repeats: 
 
 
 def with_choice(record: dict) -> dict:
-    """The record with its `auto` fields set from its subsets by `vsr.precision.choose_auto`."""
+    """The record with its `auto` fields set from its subsets by `vsr.engine.precision.choose_auto`."""
     best = choose_auto(record["subsets"])
     return {
         **record,

@@ -30,8 +30,8 @@ import av
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vsr.bench import cpu_name  # noqa: E402
-from vsr.precision import cpu_bf16  # noqa: E402
+from vsr.bench.report import cpu_name  # noqa: E402
+from vsr.engine.precision import cpu_bf16  # noqa: E402
 
 FOOTAGE = ROOT.parent / "shared" / "data" / "videos" / "car-detection.mp4"
 

@@ -1,4 +1,4 @@
-"""The naive per-frame loop (`vsr.naive`) as a command, for bench/cpu_speedup.py to time as a whole process.
+"""The naive per-frame loop (`vsr.bench.naive`) as a command, for bench/cpu_speedup.py to time as a whole process.
 
 python bench/naive_loop.py IN.mp4 OUT.mp4 --scale 3 [--arch 9-5-5]
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vsr.model import load_weights
-from vsr.naive import naive_upscale
-from vsr.weights import default_weights
+from vsr.bench.naive import naive_upscale
+from vsr.model.srcnn import load_weights
+from vsr.model.weights import default_weights
 
 
 def main() -> None:

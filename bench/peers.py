@@ -6,8 +6,8 @@ Peers:
   naive PyTorch SRCNN 9-1-5 / 9-5-5     a per-frame loop as one would first write it: RGB -> YCbCr in numpy,
                                         torch `interpolate(bicubic)` (a = -0.75, not MATLAB's), the same SRCNN
                                         weights as vsr in plain fp32, back to RGB; no threads, no tiles
-  vsr SRCNN 9-1-5 / 9-5-5               `vsr.images.upscale_image` (RGB frames, one pass) and
-                                        `vsr.pipeline.upscale_planes` (the YUV planes, what the video path does);
+  vsr SRCNN 9-1-5 / 9-5-5               `vsr.pipeline.images.upscale_image` (RGB frames, one pass) and
+                                        `vsr.pipeline.video.upscale_planes` (the YUV planes, what the video path does);
                                         quality also with the self-ensemble (what `vsr upscale photo.png` does)
   bicubic                               vsr's MATLAB bicubic, OpenCV INTER_CUBIC, and ffmpeg's swscale bicubic
   ffmpeg                                `ffmpeg -vf scale=iw*S:ih*S:flags=bicubic` transcoding the clip (libx264
@@ -15,13 +15,13 @@ Peers:
                                         with the same encoder settings (bicubic only, and SRCNN)
 
 Speed ("frames" rows): the frames of one clip (the synthetic `vsr.synth` clip, 640x360 by default, or --input)
-decoded once; each method upscales every frame in memory (uint8 in, uint8 out), timed with `vsr.bench.time_calls`
+decoded once; each method upscales every frame in memory (uint8 in, uint8 out), timed with `vsr.bench.report.time_calls`
 (warm-up, then the median seconds per frame, in a worker thread like vsr's SR stage). "clip" rows time a whole
 transcode of the same clip to a file: wall seconds, opening and closing included, median of --runs.
 
 Quality: `vsr eval`'s protocol for every method: ground truth modcropped to the scale, LR = MATLAB bicubic
 (`imresize_uint8`), output rounded to uint8 RGB, PSNR/SSIM of MATLAB-rounded Y with `scale` pixels shaved
-(`vsr.evaluate.score_pair`). ffmpeg's quality is measured on RGB images (rgb24 through the same scale filter).
+(`vsr.train.evaluate.score_pair`). ffmpeg's quality is measured on RGB images (rgb24 through the same scale filter).
 A grey (single-channel) ground truth, Set14's `bridge`, is scored as its own luma, as the literature's MATLAB scripts
 and `vsr eval` do: vsr's methods (MATLAB bicubic, SRCNN) take the grey LR image as it is; the others, which need RGB,
 get it as R = G = B and their output is reduced to grey (the rounded mean of its channels) before scoring.
@@ -56,17 +56,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vsr.bench import device_info, time_calls
-from vsr.data import as_rgb
-from vsr.engine import SelfEnsemble, Upscaler, pick_device
-from vsr.evaluate import load_ground_truth, score_pair
-from vsr.images import upscale_image
-from vsr.model import SRCNN, load_weights
-from vsr.pipeline import upscale_planes, upscale_video
-from vsr.resize import imresize_uint8, output_length
+from vsr.bench.report import device_info, time_calls
+from vsr.engine.base import SelfEnsemble, Upscaler, pick_device
+from vsr.media.resize import imresize_uint8, output_length
+from vsr.media.video import plane_shapes, read_planes
+from vsr.model.srcnn import SRCNN, load_weights
+from vsr.model.weights import default_weights
+from vsr.pipeline.images import upscale_image
+from vsr.pipeline.video import upscale_planes, upscale_video
 from vsr.synth import make_clip
-from vsr.video import plane_shapes, read_planes
-from vsr.weights import default_weights
+from vsr.train.data import as_rgb
+from vsr.train.evaluate import load_ground_truth, score_pair
 
 REPO = Path(__file__).resolve().parents[1]
 PEERS_DIR = REPO.parent / "shared" / "peers" / "opencv_dnn_superres"
@@ -168,7 +168,7 @@ def decode(path: Path) -> tuple[list[np.ndarray], list[tuple[np.ndarray, ...]], 
 
 
 def time_per_frame(fn: Callable[[object], object], items: list, device: torch.device, min_time_s: float) -> dict:
-    """Median seconds per item of fn over the items (cycled), after a warm-up; see vsr.bench.time_calls."""
+    """Median seconds per item of fn over the items (cycled), after a warm-up; see vsr.bench.report.time_calls."""
     state = {"i": 0}
 
     def step() -> None:

@@ -38,15 +38,15 @@ import av
 import numpy as np
 import torch
 
-from vsr.bench import cpu_name
-from vsr.engine import Upscaler
-from vsr.model import load_weights
-from vsr.pipeline import upscale_planes, upscale_video
-from vsr.precision import cpu_bf16
-from vsr.resize import imresize, output_length
+from vsr.bench.report import cpu_name
+from vsr.engine.base import Upscaler
+from vsr.engine.precision import cpu_bf16
+from vsr.media.resize import imresize, output_length
+from vsr.media.video import VideoReader, plane_shapes
+from vsr.model.srcnn import load_weights
+from vsr.model.weights import default_weights
+from vsr.pipeline.video import upscale_planes, upscale_video
 from vsr.synth import make_clip
-from vsr.video import VideoReader, plane_shapes
-from vsr.weights import default_weights
 
 
 def rss_mib() -> float:

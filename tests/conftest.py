@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """A small random 9-1-5 weights file (fast, non-trivial output)."""
-    from vsr.model import save_weights
+    from vsr.model.srcnn import save_weights
 
     from .test_model import make_model
 
@@ -62,7 +62,7 @@ def smooth_image(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """Four 72x60 RGB PNGs: a tiny training/evaluation set."""
-    from vsr.imageio import write_image
+    from vsr.media.imageio import write_image
 
     folder = tmp_path / "imgs"
     folder.mkdir()

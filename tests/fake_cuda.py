@@ -1,4 +1,4 @@
-"""A recording stand-in for `vsr.gpu.CudaRuntime` that schedules what it is given on a simulated GPU.
+"""A recording stand-in for `vsr.engine.gpu.CudaRuntime` that schedules what it is given on a simulated GPU.
 
 The GPU has three engines that work in parallel, as NVIDIA GPUs do: an H2D copy engine, the compute engine
 (SMs) and a D2H copy engine. Each stream runs its work in order; an engine runs one piece of work at a time,
@@ -28,7 +28,7 @@ from unittest import mock
 
 import torch
 
-from vsr.gpu import CudaRuntime
+from vsr.engine.gpu import CudaRuntime
 
 
 @dataclass

@@ -145,9 +145,9 @@ EOF
     "$py" -m vsr.synth clip.mp4 --size 96x64 --frames 15
     "$venv/bin/vsr" upscale clip.mp4 clip_x2.mp4 --scale 2 --arch 9-1-5
     "$py" "$root/bench/check_video.py" clip.mp4 clip_x2.mp4 --scale 2
-    "$py" -c 'import numpy as np; from vsr.imageio import write_image; write_image("photo.png", (np.indices((40, 56)).sum(0) * 3 % 256).astype(np.uint8))'
+    "$py" -c 'import numpy as np; from vsr.media.imageio import write_image; write_image("photo.png", (np.indices((40, 56)).sum(0) * 3 % 256).astype(np.uint8))'
     "$venv/bin/vsr" upscale photo.png photo_x3.png --scale 3
-    "$py" -c 'from vsr.imageio import read_image; s = read_image("photo_x3.png").shape; assert s == (120, 168), s; print("ok   image: 56x40 -> 168x120")'
+    "$py" -c 'from vsr.media.imageio import read_image; s = read_image("photo_x3.png").shape; assert s == (120, 168), s; print("ok   image: 56x40 -> 168x120")'
   )
   # the suite against the installed package: pytest's script (python -m would put the clone first on sys.path) and
   # --import-mode=append (the clone's root goes last)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vsr.atomic import atomic_path
-from vsr.model import SRCNN, save_weights
+from vsr.media.atomic import atomic_path
+from vsr.model.srcnn import SRCNN, save_weights
 
 
 def test_success_replaces_the_target(tmp_path):

@@ -1,4 +1,4 @@
-"""`vsr bench` and `vsr.bench`: report structure, physical limits, stage counters, CLI options and errors.
+"""`vsr bench` and `vsr.bench.report`: report structure, physical limits, stage counters, CLI options and errors.
 
 Tiny configurations only (64x36 frames, a few video frames); nothing here asserts on speed.
 """
@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from vsr import bench, cli, trt
+from vsr import cli
+from vsr.bench import report as bench
+from vsr.engine import tensorrt as trt
 from vsr.errors import UsageError
-from vsr.model import SRCNNConfig
-from vsr.pipeline import upscale_video
+from vsr.model.srcnn import SRCNNConfig
+from vsr.pipeline.video import upscale_video
 
 from .test_video import make_clip
 
@@ -94,7 +96,7 @@ def test_pipeline_and_transcode_rows(report):
 
 
 def test_naive_loop_writes_every_frame_at_the_scale(tmp_path, clip):
-    from vsr.naive import naive_upscale
+    from vsr.bench.naive import naive_upscale
 
     from .test_model import make_model
 
@@ -125,8 +127,8 @@ def test_cpu_precision_delta():
     assert doc == {"cpu_precision_psnr_delta_db": 0.007, "cpu_precision_psnr_delta_source": "measured"}
     assert quality[1]["cpu_precision_psnr_delta_db"] == 0.002 and quality[3]["cpu_precision_psnr_delta_db"] == -0.007
     assert bench.cpu_precision_delta(quality, [], bf16_used=False)["cpu_precision_psnr_delta_db"] == 0.0
-    from vsr.model import load_weights
-    from vsr.weights import default_weights
+    from vsr.model.srcnn import load_weights
+    from vsr.model.weights import default_weights
 
     shipped = load_weights(default_weights(3, "9-5-5"))  # no pairs measured: the record's figure
     doc = bench.cpu_precision_delta(quality[:1], [shipped])
@@ -237,7 +239,7 @@ def test_cli_eval_without_data(monkeypatch, capsys, tmp_path):
 
 
 def test_fp16_psnr_delta_takes_the_largest_pair():
-    from vsr.bench import fp16_psnr_delta
+    from vsr.bench.report import fp16_psnr_delta
 
     quality = [
         {"dataset": "Set5", "scale": 2, "model": "9-5-5", "precision": "fp32", "psnr_db": 36.40},

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from vsr.evaluate import evaluate, load_ground_truth, score_pair
-from vsr.imageio import read_image, write_image
-from vsr.resize import imresize_uint8
-from vsr.weights import SHIPPED_WEIGHTS
+from vsr.media.imageio import read_image, write_image
+from vsr.media.resize import imresize_uint8
+from vsr.model.weights import SHIPPED_WEIGHTS
+from vsr.train.evaluate import evaluate, load_ground_truth, score_pair
 
 from .conftest import smooth_image
 

@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 import pytest
 
-from vsr import download
 from vsr.errors import InputError
-from vsr.imageio import read_image, write_image
+from vsr.media.imageio import read_image, write_image
+from vsr.train import download
 
 from .conftest import smooth_image
 

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from vsr import engine, trt
-from vsr.engine import FallbackUpscaler, SelfEnsemble, Upscaler, _one_channel_conv, _taps, make_upscaler
+from vsr.engine import base as engine
+from vsr.engine import tensorrt as trt
+from vsr.engine.base import FallbackUpscaler, SelfEnsemble, Upscaler, _one_channel_conv, _taps, make_upscaler
+from vsr.engine.precision import cpu_bf16
 from vsr.errors import BackendError
-from vsr.pipeline import upscale_planes
-from vsr.precision import cpu_bf16
+from vsr.pipeline.video import upscale_planes
 
 from .test_model import make_model
 
@@ -33,12 +34,12 @@ MIXED = ("fp32", "bf16", "fp32")
 def test_cpu_results_do_not_depend_on_the_thread_count(monkeypatch, arch, layers, size, tile, pool):
     """Segments in worker processes with fewer threads must give the one-process output byte for byte
     (issue 13). F.conv2d's 1x1 convolution (9-1-5) takes another path with one thread than with two; vsr runs
-    every CPU convolution through oneDNN (vsr.engine._onednn_forward), in fp32 and bf16 plans alike, and the
-    last layer's tap sum reduces each output in one thread. Tiles one per thread (vsr.tilepool) or each over
+    every CPU convolution through oneDNN (vsr.engine.base._onednn_forward), in fp32 and bf16 plans alike, and the
+    last layer's tap sum reduces each output in one thread. Tiles one per thread (vsr.engine.tilepool) or each over
     all threads, and a frame of one tile, all give the same bytes. The shipped weights, x2."""
-    from vsr.model import load_weights
-    from vsr.resize import imresize
-    from vsr.weights import default_weights
+    from vsr.media.resize import imresize
+    from vsr.model.srcnn import load_weights
+    from vsr.model.weights import default_weights
 
     if "bf16" in layers and not cpu_bf16()["onednn"]:
         pytest.skip("oneDNN runs no bf16 convolutions on this CPU")
@@ -58,8 +59,8 @@ def test_cpu_results_do_not_depend_on_the_thread_count(monkeypatch, arch, layers
 
 
 def test_a_tile_per_thread_gives_the_same_bytes(monkeypatch):
-    """vsr.tilepool against tiles one after another, each over all threads: the same output."""
-    from vsr.tilepool import tile_pool
+    """vsr.engine.tilepool against tiles one after another, each over all threads: the same output."""
+    from vsr.engine.tilepool import tile_pool
 
     if torch.get_num_threads() < 2 or tile_pool(torch.get_num_threads()) is None:
         pytest.skip("one thread here, or no OpenMP runtime to make workers single-threaded")
@@ -97,9 +98,9 @@ def test_cpu_last_layer_uses_the_tap_sum_in_fp32_only():
 def test_mixed_plan_is_close_to_fp32_and_not_equal():
     if not cpu_bf16()["onednn"]:
         pytest.skip("oneDNN runs no bf16 convolutions on this CPU")
-    from vsr.model import load_weights
-    from vsr.resize import imresize
-    from vsr.weights import default_weights
+    from vsr.media.resize import imresize
+    from vsr.model.srcnn import load_weights
+    from vsr.model.weights import default_weights
 
     model = load_weights(default_weights(3, "9-5-5"))
     y = imresize(torch.rand(1, 1, 60, 80, generator=torch.Generator().manual_seed(0)), 3)
@@ -173,7 +174,7 @@ def test_compile_keeps_compiling_past_dynamos_default_recompile_limit(monkeypatc
     import torch._dynamo
     import torch._dynamo.config as dynamo_config
 
-    import vsr.engine
+    import vsr.engine.base
 
     compiled_shapes = []
 
@@ -183,13 +184,13 @@ def test_compile_keeps_compiling_past_dynamos_default_recompile_limit(monkeypatc
 
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=counting_backend, dynamic=False))
-    new = hasattr(dynamo_config, "recompile_limit")  # `cache_size_limit` before torch 2.6 (see vsr.engine)
+    new = hasattr(dynamo_config, "recompile_limit")  # `cache_size_limit` before torch 2.6 (see vsr.engine.base)
     limits = ("recompile_limit", "accumulated_recompile_limit") if new else ("cache_size_limit", "accumulated_cache_size_limit")
     for name, default in zip(limits, (8, 256), strict=True):  # torch's defaults
         monkeypatch.setattr(dynamo_config, name, default)
     torch._dynamo.reset()
     try:
-        up = vsr.engine.CompiledUpscaler(make_model("9-1-5"), "cpu")
+        up = vsr.engine.base.CompiledUpscaler(make_model("9-1-5"), "cpu")
         for k in range(12):
             up(torch.rand(1, 1, 20 + k, 24))
         assert len(compiled_shapes) == 12, compiled_shapes
@@ -219,7 +220,7 @@ def test_gpu_tiled_equals_untiled_fp32():
 @CUDA
 @pytest.mark.parametrize("backend", ["eager", "compile"])
 def test_gpu_frames_equal_one_frame_at_a_time(backend):
-    from vsr.gpu import GpuFrames
+    from vsr.engine.gpu import GpuFrames
 
     rng = np.random.default_rng(0)
     frames = [tuple(rng.integers(0, 256, s, dtype=np.uint8) for s in ((36, 64), (18, 32), (18, 32))) for _ in range(5)]
@@ -243,7 +244,7 @@ def test_auto_falls_back_through_the_chain_with_one_line_notices(tmp_path):
     Inductor without a C++ compiler (first call, caught by the warm-up) each hand over with one notice line."""
     code = """
 import torch
-from vsr.engine import FallbackUpscaler
+from vsr.engine.base import FallbackUpscaler
 from tests.test_model import make_model
 notices = []
 up = FallbackUpscaler(("tensorrt", "compile", "eager"), make_model("9-1-5"), torch.device("cpu"), "fp32", None, notices.append)
@@ -290,7 +291,7 @@ class _Failing(Upscaler):
 
 
 def _injected(failures: dict[str, str]):
-    """A stand-in for vsr.engine._build: backend -> where it fails ("import", "build", "first call")."""
+    """A stand-in for vsr.engine.base._build: backend -> where it fails ("import", "build", "first call")."""
 
     def build(backend, model, dev, precision, tile, notice):
         where = failures.get(backend)
@@ -308,10 +309,10 @@ def _injected(failures: dict[str, str]):
 @pytest.mark.parametrize("trt_fails", ["import", "build", "first call"])
 @pytest.mark.parametrize("compile_fails", [None, "import", "build", "first call"])
 def test_auto_chain_hands_over_at_every_failure_point(monkeypatch, trt_fails, compile_fails):
-    import vsr.engine
+    import vsr.engine.base
 
     failures = {"tensorrt": trt_fails, "compile": compile_fails}
-    monkeypatch.setattr(vsr.engine, "_build", _injected(failures))
+    monkeypatch.setattr(vsr.engine.base, "_build", _injected(failures))
     notices: list[str] = []
     chain = ("tensorrt", "compile", "eager")
     up = FallbackUpscaler(chain, make_model("9-1-5"), torch.device("cpu"), "fp32", None, notices.append)
@@ -326,9 +327,9 @@ def test_auto_chain_hands_over_at_every_failure_point(monkeypatch, trt_fails, co
 
 
 def test_a_named_backend_that_fails_is_an_error_not_a_fallback(monkeypatch):
-    import vsr.engine
+    import vsr.engine.base
 
-    monkeypatch.setattr(vsr.engine, "_build", _injected({"compile": "first call"}))
+    monkeypatch.setattr(vsr.engine.base, "_build", _injected({"compile": "first call"}))
     up = make_upscaler(make_model("9-1-5"), "compile", "cpu")
     with pytest.raises(BackendError, match=r"^the compile backend failed on a 24x20 frame \(RuntimeError: InductorError"):
         up.warm_up(20, 24)

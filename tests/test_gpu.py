@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vsr.engine import Upscaler, make_upscaler
-from vsr.pipeline import upscale_video
+from vsr.engine.base import Upscaler, make_upscaler
+from vsr.pipeline.video import upscale_video
 
 from .test_model import make_model
 from .test_video import VFR_MS, frames_of, make_clip, packets_of, tiny_upscaler
@@ -74,7 +74,7 @@ def test_nvdec_with_the_model_already_on_the_gpu(tmp_path):
 
 
 def test_nvdec_decodes_on_the_gpu_and_gives_the_cpu_planes(tmp_path):
-    from vsr.video import VideoReader
+    from vsr.media.video import VideoReader
 
     src = make_clip(tmp_path / "in.mp4", pts=[i * 1000 for i in range(12)], audio=None, size=(320, 240))
     warnings: list[str] = []
@@ -94,7 +94,7 @@ def test_nvdec_decodes_on_the_gpu_and_gives_the_cpu_planes(tmp_path):
 
 def test_tensorrt_engine_matches_eager_and_its_cache_is_rebuilt_when_broken(tmp_path, monkeypatch):
     pytest.importorskip("torch_tensorrt", reason="torch-tensorrt is not installed (pip install -e '.[tensorrt]')")
-    from vsr.trt import TensorRTUpscaler
+    from vsr.engine.tensorrt import TensorRTUpscaler
 
     monkeypatch.setenv("VSR_CACHE", str(tmp_path))
     x = torch.rand(1, 1, 120, 160, generator=torch.Generator().manual_seed(4)).cuda()

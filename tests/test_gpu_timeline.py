@@ -1,4 +1,4 @@
-"""`vsr.gpu.GpuFrames` on a simulated GPU (tests/fake_cuda.py): copies overlap compute, nothing is reused early.
+"""`vsr.engine.gpu.GpuFrames` on a simulated GPU (tests/fake_cuda.py): copies overlap compute, nothing is reused early.
 
 What it submits (copies, kernels, event records and waits, per stream) is scheduled on three engines (H2D
 copy, compute, D2H copy) with given durations; the steady-state time per frame must be max(upload, compute,
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from vsr.engine import Upscaler
+from vsr.engine.base import Upscaler
+from vsr.engine.gpu import GpuFrames
 from vsr.errors import BackendError
-from vsr.gpu import GpuFrames
-from vsr.model import SRCNN, SRCNNConfig
-from vsr.pipeline import upscale_planes
+from vsr.model.srcnn import SRCNN, SRCNNConfig
+from vsr.pipeline.video import upscale_planes
 
 from .fake_cuda import FakeCuda
 
@@ -150,8 +150,8 @@ def test_the_fake_catches_a_slot_reused_too_early():
 
 
 def _simulated_gpu(monkeypatch, made: list, seconds: float = 0.0):
-    """Route `vsr.pipeline`'s CUDA branch to GpuFrames on a FakeCuda (each engine `seconds` per frame)."""
-    from vsr import pipeline
+    """Route `vsr.pipeline.video`'s CUDA branch to GpuFrames on a FakeCuda (each engine `seconds` per frame)."""
+    from vsr.pipeline import video as pipeline
 
     def gpu_frames(run, first):
         in_shapes = tuple(p.shape for p in first.planes)
@@ -167,7 +167,7 @@ def _simulated_gpu(monkeypatch, made: list, seconds: float = 0.0):
 
 @pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p10le"])
 def test_pipeline_gpu_loop_gives_the_cpu_output(tmp_path, monkeypatch, pix_fmt):
-    from vsr.pipeline import upscale_video
+    from vsr.pipeline.video import upscale_video
 
     from .test_video import VFR_MS, frames_of, make_clip, packets_of, tiny_upscaler
 
@@ -190,7 +190,7 @@ def test_pipeline_gpu_loop_gives_the_cpu_output(tmp_path, monkeypatch, pix_fmt):
 
 @pytest.mark.parametrize("fail_at", [1, 5])
 def test_pipeline_gpu_loop_failure_drains_and_leaves_nothing(tmp_path, monkeypatch, fail_at):
-    from vsr.pipeline import upscale_video
+    from vsr.pipeline.video import upscale_video
 
     from .test_video import make_clip, names, tiny_upscaler
 
@@ -218,7 +218,7 @@ def test_pipeline_gpu_loop_failure_drains_and_leaves_nothing(tmp_path, monkeypat
 def test_the_real_runtime_makes_the_calls_the_fake_stands_for(monkeypatch):
     """CudaRuntime (what runs on a GPU) against recording stand-ins for torch.cuda: the fake's semantics above
     are only worth something if each real method is the CUDA call the fake models."""
-    from vsr.gpu import CudaRuntime
+    from vsr.engine.gpu import CudaRuntime
 
     calls: list = []
 

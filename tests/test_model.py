@@ -7,9 +7,9 @@ import pickle
 import pytest
 import torch
 
-from vsr.engine import Upscaler
+from vsr.engine.base import Upscaler
 from vsr.errors import BackendError, WeightsError
-from vsr.model import SRCNN, SRCNNConfig, load_weights, read_metadata, save_weights, weights_hash
+from vsr.model.srcnn import SRCNN, SRCNNConfig, load_weights, read_metadata, save_weights, weights_hash
 
 
 def make_model(arch: str = "9-5-5", seed: int = 0) -> SRCNN:

@@ -1,4 +1,4 @@
-"""vsr.parts: segments encoded on their own and joined give the streaming path's output (issue 13's base)."""
+"""vsr.scaleout.parts: segments encoded on their own and joined give the streaming path's output (issue 13's base)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from vsr.errors import OutputError
-from vsr.parts import encode_segment, join_parts
-from vsr.pipeline import upscale_video
-from vsr.segments import plan, probe
-from vsr.video import EncoderOptions
+from vsr.media.video import EncoderOptions
+from vsr.pipeline.video import upscale_video
+from vsr.scaleout.parts import encode_segment, join_parts
+from vsr.scaleout.segments import plan, probe
 
 from .test_segments import VFR
 from .test_video import frames_of, make_clip, packets_of, tiny_upscaler

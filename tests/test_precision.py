@@ -1,4 +1,4 @@
-"""The `--precision` policy (`vsr.precision`): plans per device and CPU, the record of shipped models, and the
+"""The `--precision` policy (`vsr.engine.precision`): plans per device and CPU, the record of shipped models, and the
 0.01 dB promise of `auto` on Set5 (issue 14). The CPU's bf16 capability is faked where a test needs one."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from vsr import precision
-from vsr.engine import Upscaler, make_upscaler
+from vsr.engine import precision
+from vsr.engine.base import Upscaler, make_upscaler
 from vsr.errors import BackendError
-from vsr.model import load_weights, weights_hash
-from vsr.weights import SHIPPED_WEIGHTS, default_weights
+from vsr.model.srcnn import load_weights, weights_hash
+from vsr.model.weights import SHIPPED_WEIGHTS, default_weights
 
 from .test_model import make_model
 
@@ -154,7 +154,7 @@ def test_every_shipped_model_has_a_consistent_record(monkeypatch, arch, scale):
 def test_auto_costs_at_most_0_01_db_on_set5(monkeypatch, shared_data, arch, scale):
     """The promise of `auto` (issue 14: `vsr eval --data Set5 --scale 3 --no-ensemble`), checked with the recorded
     plan on any CPU whose oneDNN runs bf16 (emulated or not: the numbers are the same)."""
-    from vsr.evaluate import evaluate, load_ground_truth
+    from vsr.train.evaluate import evaluate, load_ground_truth
 
     monkeypatch.delenv("VSR_WEIGHTS", raising=False)
     fake_cpu(monkeypatch, NATIVE)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from vsr.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
-from vsr.data import list_images, y_uint8
-from vsr.evaluate import PAPER_PSNR, evaluate, load_ground_truth
-from vsr.imageio import read_image
-from vsr.metrics import psnr, ssim
-from vsr.resize import imresize, modcrop
+from vsr.media.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
+from vsr.media.imageio import read_image
+from vsr.media.resize import imresize, modcrop
+from vsr.train.data import list_images, y_uint8
+from vsr.train.evaluate import PAPER_PSNR, evaluate, load_ground_truth
+from vsr.train.metrics import psnr, ssim
 
 from .conftest import smooth_image
 
@@ -44,7 +44,7 @@ def test_batched_equals_single_and_dtype_kept():
 
 def _reference_resize(x: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB bicubic of a 2-D array in float64 straight from the tap table (rows, then columns)."""
-    from vsr.resize import _taps_np
+    from vsr.media.resize import _taps_np
 
     for axis in (0, 1):
         n = x.shape[axis]
@@ -56,7 +56,7 @@ def _reference_resize(x: np.ndarray, scale: int) -> np.ndarray:
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_integer_upscale_runs_no_convolution_and_matches_the_taps(monkeypatch, scale):
     # A cuDNN convolution would run in TF32 on Ampere+ GPUs (torch's default), which changes 8- and 10-bit
-    # samples; the polyphase path must not call one (vsr.resize._upscale_int_last), on any device.
+    # samples; the polyphase path must not call one (vsr.media.resize._upscale_int_last), on any device.
     def refuse(*args, **kwargs):
         raise AssertionError("imresize called a convolution")
 
@@ -114,7 +114,7 @@ def test_psnr_and_ssim():
 def test_grey_image_is_its_own_luma():
     """A single-channel image is scored and super-resolved as Y itself (no 16 + 219/255 v studio mapping), as the
     literature's MATLAB scripts do; grey in gives grey out."""
-    from vsr.images import upscale_image
+    from vsr.pipeline.images import upscale_image
 
     grey = smooth_image(12, 15, channels=1)
     np.testing.assert_array_equal(y_uint8(grey), grey.astype(np.float64))

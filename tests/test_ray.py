@@ -1,4 +1,4 @@
-"""`vsr upscale --ray`: segments as Ray tasks (vsr.rayrun). The tests that start Ray skip where it is not installed
+"""`vsr upscale --ray`: segments as Ray tasks (vsr.scaleout.raytasks). The tests that start Ray skip where it is not installed
 (the test command installs it); the ones about a missing or unreachable Ray need no cluster."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""vsr.scaleout's scheduler and vsr.workdir's --resume, in this process: workers are a fake that runs each task
+"""vsr.scaleout.run's scheduler and vsr.scaleout.workdir's --resume, in this process: workers are a fake that runs each task
 here (plain bicubic, FFV1) and fails where a test says, exactly as a process pool or Ray reports failures."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from vsr.errors import InputError, OutputError, VsrError
-from vsr.pipeline import upscale_video
-from vsr.scaleout import WorkerDied, run_task, upscale_segmented
-from vsr.segments import SegmentError
-from vsr.video import EncoderOptions
-from vsr.workdir import WorkFolder, folder_for
+from vsr.media.video import EncoderOptions
+from vsr.pipeline.video import upscale_video
+from vsr.scaleout.run import WorkerDied, run_task, upscale_segmented
+from vsr.scaleout.segments import SegmentError
+from vsr.scaleout.workdir import WorkFolder, folder_for
 
 from .test_video import make_clip, names, packets_of
 
@@ -246,7 +246,7 @@ def test_a_file_too_short_to_split_still_respects_a_stale_work_folder(tmp_path, 
 
 def test_the_engine_identity_names_the_self_ensemble():
     """--ensemble changes every frame: parts made with and without it must not be mixed by --resume."""
-    from vsr.scaleout import WorkerSpec
+    from vsr.scaleout.run import WorkerSpec
 
     plain = WorkerSpec(b"w", "9-5-5", 64, 32, ensemble=False, threads=1)
     assert plain.engine == "cpu-fp32" and WorkerSpec(b"w", "9-5-5", 64, 32, True, 1).engine == "cpu-fp32+ensemble"
@@ -255,9 +255,9 @@ def test_the_engine_identity_names_the_self_ensemble():
 def test_workers_get_the_parents_precision_plan_and_name_it():
     """A bf16 plan changes every frame too; every worker computes with the parent's plan (not its own `auto`,
     which a worker on another CPU could resolve differently) and --resume does not mix plans (issue 14)."""
-    from vsr.engine import Upscaler
-    from vsr.precision import cpu_bf16
-    from vsr.scaleout import build_upscaler, spec_for
+    from vsr.engine.base import Upscaler
+    from vsr.engine.precision import cpu_bf16
+    from vsr.scaleout.run import build_upscaler, spec_for
 
     from .test_model import make_model
 

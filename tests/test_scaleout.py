@@ -1,4 +1,4 @@
-"""`vsr upscale --workers N` (vsr.scaleout): same output as one process, nothing left behind (issue 13, partly)."""
+"""`vsr upscale --workers N` (vsr.scaleout.run): same output as one process, nothing left behind (issue 13, partly)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _decoded(path):
 
 def test_two_workers_give_the_single_process_output(tmp_path, weights):
     """FFV1, VFR with AAC audio, a keyframe every 20 frames, 0.6 s segments, 9-1-5 (whose 1x1 convolution once
-    rounded differently with fewer threads: vsr.engine._onednn_forward): the single run with all the machine's
+    rounded differently with fewer threads: vsr.engine.base._onednn_forward): the single run with all the machine's
     threads and two workers with half of them each give the same output, byte for byte."""
     x264 = {"x264-params": "keyint=20:min-keyint=20:scenecut=0:bframes=2"}
     src = make_clip(tmp_path / "in.mkv", pts=VFR, options=x264)
@@ -72,7 +72,7 @@ def test_option_errors_come_at_once_as_one_line(tmp_path, weights, workers, out,
 
 
 def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path, weights):
-    """The workers get Ctrl-C too; they block it from birth (vsr.scaleout._sigint_blocked), not only once torch is
+    """The workers get Ctrl-C too; they block it from birth (vsr.scaleout.run._sigint_blocked), not only once torch is
     imported."""
     src = make_clip(tmp_path / "in.mkv", pts=LONG, size=(96, 64), options=GOP)
     proc = spawn([sys.executable, "-m", "vsr", "upscale", src, tmp_path / "out.mkv", "--weights", weights,
@@ -121,7 +121,7 @@ GOP = {"x264-params": "keyint=10:min-keyint=10:scenecut=0"}
 @pytest.mark.parametrize("mode", [["--workers", 2], ["--resume"]], ids=["workers", "in-process"])
 def test_sigint_keeps_the_finished_segments_and_resume_finishes_the_same_file(tmp_path, weights, mode):
     """Two worker processes; or, with --resume from the first run on and no --workers, segments in the CLI's own
-    process (vsr.scaleout.InProcessWorkers, which also serves a GPU)."""
+    process (vsr.scaleout.run.InProcessWorkers, which also serves a GPU)."""
     src = make_clip(tmp_path / "in.mkv", pts=LONG, size=(96, 64), options=GOP)
     common = ["--scale", 2, "--weights", weights, "--codec", "ffv1", *mode, "--segment", 0.4]
     out, work = tmp_path / "out.mkv", tmp_path / ".out.mkv.vsr-work"

@@ -1,4 +1,4 @@
-"""vsr.segments: planning cuts and decoding one segment exactly as the whole-file decode does (issue 13's base)."""
+"""vsr.scaleout.segments: planning cuts and decoding one segment exactly as the whole-file decode does (issue 13's base)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from vsr.segments import Probe, plan, probe
-from vsr.video import Picture, VideoReader
+from vsr.media.video import Picture, VideoReader
+from vsr.scaleout.segments import Probe, plan, probe
 
 from .test_video import make_clip
 
@@ -102,7 +102,7 @@ def test_exact_cuts_decode_at_most_eight_segment_lengths_for_nothing():
 
 
 def test_a_segment_that_cannot_be_decoded_whole_is_an_error(clips):
-    from vsr.segments import SegmentError
+    from vsr.scaleout.segments import SegmentError
 
     src = clips["gop20"]
     last = plan(probe(src), 0.6)[-1]

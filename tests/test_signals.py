@@ -1,4 +1,4 @@
-"""Stop signals (vsr.signals) and partial files (vsr.atomic): every command that writes stops cleanly on SIGTERM."""
+"""Stop signals (vsr.signals) and partial files (vsr.media.atomic): every command that writes stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from vsr import atomic
+from vsr.media import atomic
 
 from .conftest import spawn
 
@@ -183,7 +183,7 @@ def test_sigterm_during_training_keeps_the_last_checkpoint_and_resumes(image_fol
     assert err.strip().splitlines()[-1] == "vsr: interrupted by SIGTERM; no partial file was left"
     assert _partials(out) == []
     log = [line for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
-    from vsr.train import _checkpoint_state
+    from vsr.train.training import _checkpoint_state
 
     assert _checkpoint_state(out / "checkpoint.safetensors")["epoch"] == len(log)  # the epoch's writes went together
     r = subprocess.run([*map(str, args), "--epochs", str(len(log) + 1), "--resume"], capture_output=True, text=True, timeout=120)
@@ -220,7 +220,7 @@ def test_sigterm_during_image_folder_keeps_finished_images_only(tmp_path, weight
     """A folder of images stopped half way: the images already written are complete, no partial file is left."""
     big = tmp_path / "big"
     big.mkdir()
-    from vsr.imageio import write_image
+    from vsr.media.imageio import write_image
 
     from .conftest import smooth_image
 
@@ -233,7 +233,7 @@ def test_sigterm_during_image_folder_keeps_finished_images_only(tmp_path, weight
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err
     assert _partials(out) == []
-    from vsr.imageio import read_image
+    from vsr.media.imageio import read_image
 
     done = sorted(p for p in out.iterdir() if not p.name.startswith("."))
     assert 0 < len(done) < 40

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vsr.data import resolve_dataset, training_pairs
 from vsr.errors import InputError, UsageError
-from vsr.train import TrainConfig, train
+from vsr.train.data import resolve_dataset, training_pairs
+from vsr.train.training import TrainConfig, train
 
 
 def cfg(data, out, **kw) -> TrainConfig:
@@ -38,8 +38,8 @@ def test_scale_augmentation_adds_downscaled_copies(image_folder):
 
 
 def test_bf16_forward_keeps_outer_layers_float32():
-    from vsr.model import SRCNN, SRCNNConfig
-    from vsr.train import _forward_valid
+    from vsr.model.srcnn import SRCNN, SRCNNConfig
+    from vsr.train.training import _forward_valid
 
     torch.manual_seed(0)
     model = SRCNN(SRCNNConfig.from_arch("9-5-5", 16, 8))
@@ -55,7 +55,7 @@ def test_bf16_scale_aug_run_learns_and_records_options(image_folder, tmp_path):
     path = train(cfg(image_folder, tmp_path / "bf", epochs=3, precision="bf16", scale_aug=True))
     log = [json.loads(line) for line in (tmp_path / "bf" / "log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"]
-    from vsr.model import read_metadata
+    from vsr.model.srcnn import read_metadata
 
     meta = read_metadata(path)
     assert meta["precision"] == "bf16" and meta["scale_aug"] is True
@@ -107,7 +107,7 @@ def test_dataset_resolution(tmp_path, monkeypatch):
 
 
 def test_eval_folder_auto_finds_set5_beside_the_data_or_trains_without(tmp_path, monkeypatch):
-    from vsr.train import eval_folder
+    from vsr.train.training import eval_folder
 
     monkeypatch.delenv("VSR_DATA", raising=False)
     monkeypatch.setenv("VSR_CACHE", str(tmp_path / "cache"))

@@ -1,4 +1,4 @@
-"""vsr.trt's build and save calls against fake torch_tensorrt modules, one per release family (2.4 to 2.14).
+"""vsr.engine.tensorrt's build and save calls against fake torch_tensorrt modules, one per release family (2.4 to 2.14).
 
 Each fake's `compile` and `save` enforce that family's argument rules as its source does. Citations are to the
 wheels (`pip download --no-deps torch-tensorrt==X`), paths inside the wheel:
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from vsr import trt
-from vsr.atomic import temp_path
-from vsr.engine import _Valid
+from vsr.engine import tensorrt as trt
+from vsr.engine.base import _Valid
+from vsr.media.atomic import temp_path
 
 from .test_model import make_model
 

@@ -24,13 +24,13 @@ import numpy as np
 import pytest
 import torch
 
-from vsr import video
-from vsr.engine import Upscaler
+from vsr.engine.base import Upscaler
 from vsr.errors import InputError, OutputError, UsageError
-from vsr.model import SRCNN, SRCNNConfig
-from vsr.pipeline import upscale_planes, upscale_video
-from vsr.resize import imresize
-from vsr.video import VideoReader, plane_shapes, read_planes, working_format
+from vsr.media import video
+from vsr.media.resize import imresize
+from vsr.media.video import VideoReader, plane_shapes, read_planes, working_format
+from vsr.model.srcnn import SRCNN, SRCNNConfig
+from vsr.pipeline.video import upscale_planes, upscale_video
 
 from .conftest import SHARED_DATA, smooth_image
 
@@ -221,7 +221,7 @@ def test_ten_bit_stays_ten_bit(tmp_path):
 
 
 def test_nvenc_encodes_on_the_models_gpu():
-    from vsr.video import EncoderOptions, encoder_settings
+    from vsr.media.video import EncoderOptions, encoder_settings
 
     if "h264_nvenc" not in av.codecs_available:
         pytest.skip("this FFmpeg build has no h264_nvenc")
@@ -233,7 +233,7 @@ def test_nvenc_encodes_on_the_models_gpu():
 
 def test_the_package_requires_a_pyav_with_the_hwaccel_api():
     """--hwaccel uses av.codec.hwaccel, av.open(hwaccel=) and CodecContext.is_hwaccel (PyAV 14.1 and newer) and
-    needs the colour tags of downloaded frames (PyAV 18.0 and newer, see vsr.video._open_input), which needs Python
+    needs the colour tags of downloaded frames (PyAV 18.0 and newer, see vsr.media.video._open_input), which needs Python
     3.11; on 3.10 the floor is 17.1 (Stream.set_display_rotation), where --hwaccel decodes on the CPU (next test)."""
     import importlib.metadata
     import re

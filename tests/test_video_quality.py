@@ -7,16 +7,16 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from vsr.color import rgb_to_ycbcr
-from vsr.data import as_rgb, y_uint8
-from vsr.engine import Upscaler
-from vsr.evaluate import load_ground_truth, score_pair
-from vsr.images import upscale_image
-from vsr.metrics import psnr
-from vsr.model import load_weights
-from vsr.pipeline import upscale_video
-from vsr.resize import imresize_uint8
-from vsr.weights import default_weights
+from vsr.engine.base import Upscaler
+from vsr.media.color import rgb_to_ycbcr
+from vsr.media.resize import imresize_uint8
+from vsr.model.srcnn import load_weights
+from vsr.model.weights import default_weights
+from vsr.pipeline.images import upscale_image
+from vsr.pipeline.video import upscale_video
+from vsr.train.data import as_rgb, y_uint8
+from vsr.train.evaluate import load_ground_truth, score_pair
+from vsr.train.metrics import psnr
 
 SCALE, SIZE = 3, 216  # frames are 216x216 centre crops (a multiple of 3) of Set5
 

@@ -26,22 +26,13 @@ import numpy as np
 import pytest
 import torch
 
-from vsr.engine import Upscaler
+from vsr.engine.base import Upscaler
 from vsr.errors import BackendError, InputError, UsageError
-from vsr.model import SRCNN, SRCNNConfig, load_weights, save_weights
-from vsr.pipeline import upscale_planes
+from vsr.live.webcam import CameraSource, ViewState, WebcamOptions, check_display, compose, run_webcam, upscale_pair, view_size
+from vsr.media.video import EncoderOptions, plane_shapes, read_planes
+from vsr.model.srcnn import SRCNN, SRCNNConfig, load_weights, save_weights
+from vsr.pipeline.video import upscale_planes
 from vsr.synth import make_clip
-from vsr.video import EncoderOptions, plane_shapes, read_planes
-from vsr.webcam import (
-    CameraSource,
-    ViewState,
-    WebcamOptions,
-    check_display,
-    compose,
-    run_webcam,
-    upscale_pair,
-    view_size,
-)
 
 from .conftest import spawn
 from .test_video import _QuietHandler, frames_of, names
@@ -146,7 +137,7 @@ class _CudaLabelled:
 
 
 def test_cuda_branch_uses_pinned_slots_and_gives_the_cpu_pair(tmp_path, media, monkeypatch):
-    import vsr.gpu
+    import vsr.engine.gpu
 
     from .fake_cuda import FakeCuda
 
@@ -156,7 +147,7 @@ def test_cuda_branch_uses_pinned_slots_and_gives_the_cpu_pair(tmp_path, media, m
         fakes.append(FakeCuda(durations={"h2d": 0.0, "kernel": 0.0, "d2h": 0.0}, frame_bytes={"h2d": 1, "d2h": 1}))
         return fakes[-1]
 
-    monkeypatch.setattr(vsr.gpu, "CudaRuntime", runtime)
+    monkeypatch.setattr(vsr.engine.gpu, "CudaRuntime", runtime)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
     outs = {}
     for name, upscaler in (("cpu", Upscaler(tiny_model())), ("gpu", _CudaLabelled(Upscaler(tiny_model())))):

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from vsr import __version__
-from vsr.imageio import read_image, write_image
-from vsr.weights import SHIPPED_WEIGHTS
+from vsr.media.imageio import read_image, write_image
+from vsr.model.weights import SHIPPED_WEIGHTS
 
 from .conftest import smooth_image
 
@@ -56,7 +56,7 @@ def test_sdist_and_wheel_carry_the_shipped_files(dist):
         in_wheel = set(z.namelist())
         meta = next(z.read(n).decode() for n in in_wheel if n.endswith(".dist-info/METADATA"))
         entry_points = next(z.read(n).decode() for n in in_wheel if n.endswith(".dist-info/entry_points.txt"))
-    for name in [f"vsr/weights/{n}" for n in SHIPPED] + ["vsr/datasets.json", "vsr/cli.py"]:
+    for name in [f"vsr/model/weights/{n}" for n in SHIPPED] + ["vsr/train/datasets.json", "vsr/cli/__init__.py"]:
         assert name in in_sdist, name
         assert name in in_wheel, name
     assert "Name: vsr-srcnn" in meta and f"Version: {__version__}" in meta and "Requires-Python: >=3.10" in meta
@@ -78,7 +78,7 @@ def test_installed_wheel_runs_from_another_folder(dist, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("VSR_WEIGHTS", "PYTHONPATH", "VIRTUAL_ENV")}
     run = lambda *args: subprocess.run([str(a) for a in args], cwd=work, env=env, capture_output=True, text=True)  # noqa: E731
 
-    r = run(py, "-c", "import vsr, vsr.weights as w; print(vsr.__file__); print(w.SHIPPED_WEIGHTS)")
+    r = run(py, "-c", "import vsr, vsr.model.weights as w; print(vsr.__file__); print(w.SHIPPED_WEIGHTS)")
     module, weights = r.stdout.split()
     assert Path(module).is_relative_to(venv) and Path(weights).is_relative_to(venv), r.stdout
     assert run(venv / "bin" / "vsr", "--version").stdout.strip() == f"vsr {__version__}"

@@ -1,3 +1,3 @@
-from .cli import main
+from vsr.cli import main
 
 main()

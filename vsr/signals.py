@@ -16,7 +16,7 @@ Contract:
 - Every stop signal raises until the CLI has caught one (`acknowledge()`); after that they are ignored,
   so the clean-up finishes. A signal whose exception C code swallowed (PyAV's stdin read callback,
   OpenCV's mouse callback) is therefore not lost: the next one raises again. A second signal during the
-  clean-up may leave a partial file, which the next run sweeps (`vsr.atomic`).
+  clean-up may leave a partial file, which the next run sweeps (`vsr.media.atomic`).
 - `with deferred():` holds a signal back until the block ends (then raises it), for writes that belong
   together (training's checkpoint, weights and log of one epoch). Main thread only, like the handler.
 - `with held():` holds signals the same way but does not raise them when the block ends: clean-up that runs

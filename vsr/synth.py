@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import torch
 
-from .atomic import atomic_path
-from .resize import imresize
+from vsr.media.atomic import atomic_path
+from vsr.media.resize import imresize
 
 MAX_PAN = 240  # pixels; a longer clip reverses the pan instead of growing the scene
 

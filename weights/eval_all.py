@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vsr.data import resolve_dataset
-from vsr.evaluate import PAPER_PSNR, load_ground_truth, score_pair
-from vsr.imageio import read_image, write_image
-from vsr.resize import imresize_uint8
+from vsr.media.imageio import read_image, write_image
+from vsr.media.resize import imresize_uint8
+from vsr.train.data import resolve_dataset
+from vsr.train.evaluate import PAPER_PSNR, load_ground_truth, score_pair
 
 ROOT = Path(__file__).resolve().parent
 

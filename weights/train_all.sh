@@ -11,21 +11,21 @@ run() {  # run ARCH SCALE EPOCHS [extra vsr train options]
   if [ -f "$out/checkpoint.safetensors" ]; then resume=(--resume); fi
   python -m vsr train --data 91images --scale "$scale" --arch "$arch" --epochs "$epochs" \
     --out "$out" "${resume[@]}" "$@" --quiet
-  cp "$out/srcnn_${arch}_x${scale}.safetensors" "vsr/weights/srcnn_${arch}_x${scale}.safetensors"
+  cp "$out/srcnn_${arch}_x${scale}.safetensors" "vsr/model/weights/srcnn_${arch}_x${scale}.safetensors"
 }
 run 9-1-5 3 20
 run 9-5-5 3 "${X3_EPOCHS:-40}"
-run 9-5-5 2 "${X2_EPOCHS:-20}" --init vsr/weights/srcnn_9-5-5_x3.safetensors
-run 9-5-5 4 "${X4_EPOCHS:-20}" --init vsr/weights/srcnn_9-5-5_x3.safetensors
-run 9-1-5 2 10 --init vsr/weights/srcnn_9-1-5_x3.safetensors
-run 9-1-5 4 10 --init vsr/weights/srcnn_9-1-5_x3.safetensors
+run 9-5-5 2 "${X2_EPOCHS:-20}" --init vsr/model/weights/srcnn_9-5-5_x3.safetensors
+run 9-5-5 4 "${X4_EPOCHS:-20}" --init vsr/model/weights/srcnn_9-5-5_x3.safetensors
+run 9-1-5 2 10 --init vsr/model/weights/srcnn_9-1-5_x3.safetensors
+run 9-1-5 4 10 --init vsr/model/weights/srcnn_9-1-5_x3.safetensors
 finetune() {  # finetune SCALE EPOCHS LR FROM OUT [options]: continue $ARCH (default 9-5-5) weights FROM (a run folder) in OUT at LR
   local scale=$1 epochs=$2 lr=$3 from=$4 out=$5 arch=${ARCH:-9-5-5}; shift 5
   local start=(--init "${from}/srcnn_${arch}_x${scale}.safetensors")
   if [ -f "$out/checkpoint.safetensors" ]; then start+=(--resume); fi
   python -m vsr train --data 91images --scale "$scale" --arch "$arch" --epochs "$epochs" --lr "$lr" \
     --out "$out" "${start[@]}" "$@" --quiet
-  cp "$out/srcnn_${arch}_x${scale}.safetensors" "vsr/weights/srcnn_${arch}_x${scale}.safetensors"
+  cp "$out/srcnn_${arch}_x${scale}.safetensors" "vsr/model/weights/srcnn_${arch}_x${scale}.safetensors"
 }
 # Stage 2: long fine-tune of the 9-5-5 weights at a lower learning rate (the first stage
 # plateaus below the paper; SRCNN keeps improving with many more updates).

@@ -1,0 +1,1 @@
+"""`vsr bench`: throughput reports (`report`) and the naive per-frame loop they compare with (`naive`)."""

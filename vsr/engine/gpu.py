@@ -1,0 +1,209 @@
+"""Frames through a CUDA GPU with copies overlapped with compute: pinned host slots, three streams.
+
+Contract:
+- `GpuFrames(upscaler, scale, peak, in_shapes, out_shapes, dtype, slots=3)` super-resolves one video frame's
+  planes (Y, U, V: uint8, or uint16 holding 10-bit values) exactly as `vsr.pipeline.video.upscale_planes` does
+  (MATLAB bicubic of every plane on the GPU, SRCNN on Y, round, clip, chroma cropped to `out_shapes`), with
+  only the integer planes crossing PCIe. `with_bicubic=True` adds a fourth output plane: the bicubic Y the model
+  was given, rounded and clipped the same way (`vsr webcam`'s comparison).
+- `submit(planes) -> ticket` copies the planes into the next pinned host slot and queues the upload on the
+  upload stream, the resize + model on the compute stream (after the upload's event), and the download into
+  that slot's pinned output on the download stream (after the compute's event). It returns at once.
+  `result(ticket)` waits for that frame's download and returns numpy copies of its planes. At most `slots`
+  tickets may be outstanding; `submit` raises `RuntimeError` beyond that (the caller keeps a FIFO and takes
+  the oldest result first).
+- Overlap: H2D and D2H copies run on the GPU's two copy engines, each on its own stream, so frame i+1's
+  upload is never queued behind frame i's download (which waits for frame i's compute). With three slots the
+  steady-state time per frame is max(upload, compute, download) plus the host's own per-frame work, not their
+  sum (tests/test_gpu_timeline.py schedules what this class submits on a simulated GPU and checks it).
+- No host slot is rewritten while a copy from it is in flight, and no device buffer is rewritten while a
+  kernel or copy reads it: a slot is reused only after `result()` has waited for its download, which comes
+  after its compute, which comes after its upload. Device buffers are persistent per slot, so the caching
+  allocator never hands a buffer in use on one stream to another while this object lives; `drain()` waits for
+  all three streams before it goes (after an error, too).
+- Waits sleep instead of spinning a CPU core (that core belongs to the decoder and the encoder): events are
+  created with `blocking=True`, i.e. `cudaEventBlockingSync` (torch/csrc/cuda/Event.cpp, `THCPEvent_pynew`),
+  so `Event.synchronize()` blocks the thread rather than polling.
+- Streams come from torch's per-device pool (round robin over 32): other pool users (none in vsr; TensorRT runs
+  on the caller's stream, here the compute stream) could share one, which costs overlap, never correctness.
+- All CUDA calls go through a `CudaRuntime` (the real one, by default); a test passes a recording fake.
+  The caller's thread must have `upscaler.device` as its current CUDA device (`torch.cuda.set_device`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vsr.errors import BackendError
+from vsr.media.resize import imresize
+
+
+def gpu_failure(exc: RuntimeError) -> BackendError:
+    """One line for a CUDA, cuDNN or TensorRT runtime error raised while frames were on the GPU (a traceback from
+    the SR thread otherwise; the CLI prints a `VsrError` as one line)."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0][:200] if lines else type(exc).__name__
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return BackendError(f"the GPU ran out of memory ({first}); close other programs on it, or use --device cpu")
+    return BackendError(f"the GPU failed ({type(exc).__name__}: {first}); try --backend eager, or --device cpu")
+
+
+def _torch_dtype(np_dtype: np.dtype) -> torch.dtype:
+    return torch.uint8 if np_dtype == np.uint8 else torch.int16  # 10-bit values fit in int16
+
+
+class CudaRuntime:
+    """The CUDA calls `GpuFrames` makes, on one device (a test substitutes a fake with the same methods)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def stream(self) -> torch.cuda.Stream:
+        return torch.cuda.Stream(self.device)
+
+    def event(self) -> torch.cuda.Event:
+        return torch.cuda.Event(blocking=True)  # synchronize() sleeps (cudaEventBlockingSync), see the contract
+
+    def on(self, stream: torch.cuda.Stream):
+        """Context in which kernels are queued on `stream`."""
+        return torch.cuda.stream(stream)
+
+    def host_buffer(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        return torch.empty(shape, dtype=dtype, pin_memory=True)
+
+    def device_buffer(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        return torch.empty(shape, dtype=dtype, device=self.device)
+
+    def write(self, host: torch.Tensor, array: np.ndarray) -> None:
+        """Fill a pinned host buffer from the CPU."""
+        host.numpy()[...] = array
+
+    def read(self, host: torch.Tensor) -> np.ndarray:
+        """A copy of a pinned host buffer, for the CPU."""
+        return host.numpy().copy()
+
+    def copy(self, dst: torch.Tensor, src: torch.Tensor, stream: torch.cuda.Stream) -> None:
+        """Queue `dst <- src` on `stream` (asynchronous: one side is pinned host memory)."""
+        with torch.cuda.stream(stream):
+            dst.copy_(src, non_blocking=True)
+
+    def record(self, event: torch.cuda.Event, stream: torch.cuda.Stream) -> None:
+        event.record(stream)
+
+    def wait(self, stream: torch.cuda.Stream, event: torch.cuda.Event) -> None:
+        stream.wait_event(event)
+
+    def synchronize(self, event: torch.cuda.Event) -> None:
+        event.synchronize()
+
+    def synchronize_stream(self, stream: torch.cuda.Stream) -> None:
+        stream.synchronize()
+
+
+@dataclass
+class _Slot:
+    host_in: list[torch.Tensor]
+    host_out: list[torch.Tensor]
+    dev_in: list[torch.Tensor]
+    dev_out: list[torch.Tensor]
+    uploaded: object  # events
+    computed: object
+    downloaded: object
+    busy: bool = False
+
+
+class GpuFrames:
+    """Overlapped GPU super-resolution of YUV planes (see the module contract)."""
+
+    def __init__(
+        self,
+        upscaler,
+        scale: float,
+        peak: int,
+        in_shapes: tuple[tuple[int, int], ...],
+        out_shapes: tuple[tuple[int, int], ...],
+        dtype: np.dtype = np.dtype(np.uint8),
+        slots: int = 3,
+        runtime: CudaRuntime | None = None,
+        with_bicubic: bool = False,
+    ):
+        self.upscaler, self.scale, self.peak = upscaler, scale, peak
+        self.device = upscaler.device
+        self.out_shapes = out_shapes
+        self.np_dtype = np.dtype(dtype)
+        self.with_bicubic = with_bicubic
+        if with_bicubic:
+            out_shapes = (*out_shapes, out_shapes[0])
+        rt = self.rt = runtime or CudaRuntime(self.device)
+        tdtype = _torch_dtype(self.np_dtype)
+        self.upload_stream, self.compute_stream, self.download_stream = rt.stream(), rt.stream(), rt.stream()
+        self.slots = [
+            _Slot(
+                host_in=[rt.host_buffer(s, tdtype) for s in in_shapes],
+                host_out=[rt.host_buffer(s, tdtype) for s in out_shapes],
+                dev_in=[rt.device_buffer(s, tdtype) for s in in_shapes],
+                dev_out=[rt.device_buffer(s, tdtype) for s in out_shapes],
+                uploaded=rt.event(),
+                computed=rt.event(),
+                downloaded=rt.event(),
+            )
+            for _ in range(slots)
+        ]
+        self._next = 0
+
+    @torch.inference_mode()
+    def submit(self, planes: tuple[np.ndarray, ...]) -> _Slot:
+        rt, slot = self.rt, self.slots[self._next]
+        if slot.busy:
+            raise RuntimeError("GpuFrames: every slot is in flight; call result() first")
+        self._next = (self._next + 1) % len(self.slots)
+        slot.busy = True
+        for host, plane in zip(slot.host_in, planes, strict=True):
+            rt.write(host, plane.view(np.int16) if plane.dtype == np.uint16 else plane)
+        for dev, host in zip(slot.dev_in, slot.host_in, strict=True):
+            rt.copy(dev, host, self.upload_stream)
+        rt.record(slot.uploaded, self.upload_stream)
+        rt.wait(self.compute_stream, slot.uploaded)
+        with rt.on(self.compute_stream):
+            self._compute(slot)
+        rt.record(slot.computed, self.compute_stream)
+        rt.wait(self.download_stream, slot.computed)
+        for host, dev in zip(slot.host_out, slot.dev_out, strict=True):
+            rt.copy(host, dev, self.download_stream)
+        rt.record(slot.downloaded, self.download_stream)
+        return slot
+
+    def _compute(self, slot: _Slot) -> None:
+        peak = self.peak
+        y = slot.dev_in[0].float().div_(peak)
+        y = imresize(y[None, None], self.scale)
+        oh, ow = self.out_shapes[0]
+        if self.with_bicubic:
+            slot.dev_out[3].copy_((y[0, 0, :oh, :ow] * peak).round_().clamp_(0, peak))
+        y = self.upscaler(y)
+        slot.dev_out[0].copy_(y[0, 0, :oh, :ow].mul_(peak).round_().clamp_(0, peak))
+        chroma = torch.stack([p.float() for p in slot.dev_in[1:]])
+        chroma = imresize(chroma, self.scale)
+        ch, cw = self.out_shapes[1]
+        for dev, plane in zip(slot.dev_out[1:3], chroma, strict=True):
+            dev.copy_(plane[:ch, :cw].round_().clamp_(0, peak))
+
+    def drain(self) -> None:
+        """Wait until the GPU is done with every buffer (results in flight are dropped): call before the buffers
+        go away. Whole streams, not the slots' events: a `submit` that failed half way (e.g. in the model) has
+        queued an upload but recorded no download event to wait for."""
+        for stream in (self.upload_stream, self.compute_stream, self.download_stream):
+            self.rt.synchronize_stream(stream)
+        for slot in self.slots:
+            slot.busy = False
+
+    def result(self, slot: _Slot) -> tuple[np.ndarray, ...]:
+        self.rt.synchronize(slot.downloaded)
+        out = tuple(self.rt.read(h) for h in slot.host_out)
+        slot.busy = False
+        if self.np_dtype == np.uint16:
+            out = tuple(p.view(np.uint16) for p in out)
+        return out

@@ -1,0 +1,474 @@
+"""The overlapped video pipeline: decode -> super-resolve -> encode, in three threads.
+
+Contract:
+- `upscale_video(src, dst, scale, upscaler, ...)` upscales every frame of the first video stream of `src`
+  by `scale` and writes it to `dst` with the input's timestamps; audio, subtitle and data streams are
+  copied untouched (see `vsr.media.video`). `upscaler` is a `vsr.engine.base.Upscaler`-like callable (float32
+  N x 1 x H x W in [0, 1] -> same shape, clamped), or None for plain MATLAB bicubic.
+- Per frame (`upscale_planes`): Y as float32 / peak (255, or 1023 for 10-bit) -> `imresize` x scale ->
+  upscaler -> x peak, rounded, clipped -> uint; U and V -> `imresize` x scale -> rounded, clipped, and
+  cropped to the output's chroma size (ceil(out / subsampling)). No RGB round trip.
+- Stages are joined by bounded queues (back-pressure, bounded memory). An error in any stage stops the
+  others and is raised in the caller's thread; Ctrl-C (KeyboardInterrupt) stops all stages within
+  seconds and is re-raised. Frames decoded and frames encoded are counted; a difference is an error.
+- Output safety: a file target is written to a hidden temporary file beside it (same suffix, so the
+  container format follows the name) and renamed onto the target only on success; on any error or
+  interrupt the temporary file is deleted and the target left untouched. An existing target is refused
+  unless `overwrite`, the input itself always. "-" streams to stdout (matroska unless `fmt_out`).
+- `progress(event: dict)` is called in the caller's thread: {"event": "start", ...}, a few times a second
+  {"event": "progress", ...}, {"event": "warning", "message"}, and {"event": "done", ...}.
+- `VideoSummary.stages` says where the pipeline waited (`vsr bench` reports it): for "decode", "sr" and
+  "encode", `frames`, `busy_s` (seconds the stage's thread spent in its own work: demux + decode, `upscale_planes`,
+  encode + mux + the final encoder flush), `wait_in_s` / `wait_out_s` (blocked on an empty input / a full output
+  queue), `fps` (frames / busy_s: the rate the stage alone could sustain) and `utilisation` (busy_s / elapsed_s);
+  for the queues "decoded" and "upscaled", `capacity` and `mean_fill` (items waiting, averaged over the moments
+  the consumer asked for the next item: near 0 the consumer starves, near capacity the producer is held back).
+  The counters are a few `perf_counter` calls per item and change nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vsr.errors import OutputError, UsageError, VsrError
+from vsr.media.atomic import publish, remove, temp_path
+from vsr.media.resize import imresize, output_length
+from vsr.media.video import EncoderOptions, Picture, VideoReader, VideoWriter, is_url, plane_shapes
+from vsr.signals import check as check_stop
+
+YUpscaler = Callable[[torch.Tensor], torch.Tensor]
+Progress = Callable[[dict], None]
+
+QUEUE_SIZE = 16  # items (frames or passthrough packets) per queue
+JOIN_TIMEOUT_S = 10.0
+_END = object()
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    frames: int
+    elapsed_s: float
+    fps: float
+    in_size: tuple[int, int]  # width, height
+    out_size: tuple[int, int]
+    codec: str
+    pix_fmt: str
+    dst: str
+    warnings: tuple[str, ...]
+    stages: dict = field(default_factory=dict, hash=False)  # per-stage figures, see the module contract
+
+
+def upscale_planes(
+    planes: tuple[np.ndarray, ...],
+    scale: float,
+    upscaler: YUpscaler | None,
+    peak: int,
+    shapes: tuple[tuple[int, int], ...],
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, ...]:
+    """Super-resolve one frame's (Y, U, V) planes (uint8 or uint16) to the plane `shapes` of the output."""
+    dtype = planes[0].dtype
+    y = torch.from_numpy(planes[0].astype(np.float32)).to(device) / peak
+    y = imresize(y[None], scale)
+    if upscaler is not None:
+        y = upscaler(y[None])[0]
+    y = (y * peak).round_().clamp_(0, peak)[0, : shapes[0][0], : shapes[0][1]]
+    chroma = torch.from_numpy(np.stack(planes[1:]).astype(np.float32)).to(device)
+    ch, cw = shapes[1]
+    chroma = imresize(chroma, scale)[:, :ch, :cw].round_().clamp_(0, peak)
+    out = (y.cpu().numpy().astype(dtype), *chroma.cpu().numpy().astype(dtype))
+    return tuple(np.ascontiguousarray(p) for p in out)
+
+
+def upscale_video(
+    src: str | Path,
+    dst: str | Path,
+    scale: float,
+    upscaler: YUpscaler | None,
+    *,
+    codec: str = "libx264",
+    crf: float | None = None,
+    preset: str | None = None,
+    pix_fmt: str | None = None,
+    fmt_in: str | None = None,
+    fmt_out: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    hwaccel: str | None = None,
+) -> VideoSummary:
+    """Upscale a video file, URL or stdin ("-") to `dst` (a path or "-"); see the module contract."""
+    src, dst = str(src), str(dst)
+    if not scale > 0:
+        raise UsageError(f"--scale must be positive, got {scale}")
+    t0 = time.perf_counter()
+    report = progress or (lambda event: None)
+    warnings: list[str] = []
+    lock = threading.Lock()
+
+    def warn(message: str) -> None:
+        with lock:
+            warnings.append(message)
+
+    device = torch.device(getattr(upscaler, "device", None) or "cpu")
+    hw_index = device.index if device.type == "cuda" else None  # NVDEC on the GPU that runs the model
+    reader = VideoReader(src, fmt_in, warn, hwaccel=hwaccel, hwaccel_device=hw_index)
+    try:
+        _check_target(src, dst, overwrite)
+        info = reader.info
+        out_w, out_h = output_length(info.width, scale), output_length(info.height, scale)
+        if hasattr(upscaler, "warm_up"):  # compiled backends fail here, before any output is opened
+            upscaler.warm_up(out_h, out_w)
+        tmp = None if dst == "-" else temp_path(Path(dst))
+        enc = EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, gpu=hw_index)
+        try:
+            writer = VideoWriter(tmp or "-", fmt_out, reader, out_w, out_h, enc, warn, label=dst)
+        except BaseException:
+            remove(tmp)
+            raise
+    except BaseException:
+        reader.close()
+        raise
+    run = _Run(reader, writer, scale, upscaler, plane_shapes(info.pix_fmt, out_w, out_h), info.peak)
+    sent = 0
+    try:
+        report(
+            {
+                "event": "start",
+                "src": src,
+                "dst": dst,
+                "in_size": (info.width, info.height),
+                "out_size": (out_w, out_h),
+                "total_frames": info.frames,
+                "duration_s": info.duration_s,
+                "rate": float(info.rate) if info.rate else None,
+                "codec": writer.stream.codec_context.name,
+                "pix_fmt": writer.pix_fmt_label,
+                "in_pix_fmt": info.pix_fmt,
+            }
+        )
+        run.start()
+        while not run.finished.wait(0.25):
+            check_stop()  # a stop signal some callback swallowed (vsr.signals)
+            sent = _flush_warnings(warnings, lock, sent, report)
+            report(_progress_event(run, info, t0))
+        run.join()
+        run.raise_error()
+        if not (reader.frames_read == run.frames_sr == writer.frames_written):
+            raise VsrError(
+                f"internal error: decoded {reader.frames_read} frames, upscaled {run.frames_sr}, encoded "
+                f"{writer.frames_written}; the output was discarded (please report this)"
+            )
+        if writer.packets_written != writer.frames_written:
+            warn(f"the encoder made {writer.packets_written} packets from {writer.frames_written} frames")
+        if tmp is not None:
+            try:
+                publish(tmp, dst)
+            except OSError as exc:
+                raise OutputError(f"{dst}: cannot move the finished video into place ({exc.strerror})") from None
+    except BaseException:
+        run.stop.set()
+        try:
+            if run.started:
+                run.join()  # each stage closes its own container; a stage stuck in I/O is left behind (daemon)
+            else:
+                writer.abort()
+                reader.close()
+        finally:
+            remove(tmp)
+        raise
+    _flush_warnings(warnings, lock, sent, report)
+    elapsed_s = time.perf_counter() - t0
+    frames = writer.frames_written
+    summary = VideoSummary(
+        frames=frames,
+        elapsed_s=elapsed_s,
+        fps=frames / elapsed_s if elapsed_s > 0 else 0.0,
+        in_size=(info.width, info.height),
+        out_size=(out_w, out_h),
+        codec=writer.stream.codec_context.name,
+        pix_fmt=writer.pix_fmt_label,
+        dst=dst,
+        warnings=tuple(warnings),
+        stages=run.stage_figures(elapsed_s),
+    )
+    report({"event": "done", "frames": frames, "elapsed_s": elapsed_s, "fps": summary.fps, "dst": dst})
+    return summary
+
+
+class _Run:
+    """The three stage threads, their queues, counters and first error."""
+
+    def __init__(
+        self,
+        reader: VideoReader,
+        writer: VideoWriter,
+        scale: float,
+        upscaler: YUpscaler | None,
+        shapes: tuple[tuple[int, int], ...],
+        peak: int,
+    ):
+        self.reader, self.writer = reader, writer
+        self.scale, self.upscaler, self.shapes, self.peak = scale, upscaler, shapes, peak
+        self.device = getattr(upscaler, "device", "cpu") if upscaler is not None else "cpu"
+        self.decoded: queue.Queue = queue.Queue(QUEUE_SIZE)
+        self.upscaled: queue.Queue = queue.Queue(QUEUE_SIZE)
+        self.stop = threading.Event()
+        self.finished = threading.Event()
+        self.frames_sr = 0
+        self.last_time_s: float | None = None
+        self.error: BaseException | None = None
+        self.started = False
+        # Stage counters (seconds, frames), each written only by its own stage's thread; see `stage_figures`.
+        self.busy_s = {"decode": 0.0, "sr": 0.0, "encode": 0.0}
+        self.wait_in_s = {"decode": 0.0, "sr": 0.0, "encode": 0.0}
+        self.wait_out_s = {"decode": 0.0, "sr": 0.0, "encode": 0.0}
+        self.frames_stage = {"decode": 0, "sr": 0, "encode": 0}
+        self.fill_sum = {"decoded": 0, "upscaled": 0}
+        self.fill_samples = {"decoded": 0, "upscaled": 0}
+        self._lock = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._stage, args=(self._decode,), name="vsr-decode", daemon=True),
+            threading.Thread(target=self._stage, args=(self._upscale,), name="vsr-sr", daemon=True),
+            threading.Thread(target=self._stage, args=(self._encode,), name="vsr-encode", daemon=True),
+        ]
+
+    def start(self) -> None:
+        self.started = True
+        for t in self.threads:
+            t.start()
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self.threads)
+
+    def join(self) -> None:
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _stage(self, body: Callable[[], None]) -> None:
+        try:
+            body()
+        except BaseException as exc:  # noqa: BLE001 - any failure, Ctrl-C included, goes to the caller
+            with self._lock:
+                if self.error is None:
+                    self.error = exc
+            self.stop.set()
+            self.finished.set()
+
+    def stage_figures(self, elapsed_s: float) -> dict:
+        """Per-stage busy time, waits, fps and utilisation, and mean queue fill (see the module contract)."""
+        figures: dict = {}
+        for name, busy_s in self.busy_s.items():
+            frames = self.frames_stage[name]
+            figures[name] = {
+                "frames": frames,
+                "busy_s": busy_s,
+                "wait_in_s": self.wait_in_s[name],
+                "wait_out_s": self.wait_out_s[name],
+                "fps": frames / busy_s if busy_s > 0 else None,
+                "utilisation": busy_s / elapsed_s if elapsed_s > 0 else None,
+            }
+        for name in ("decoded", "upscaled"):
+            n = self.fill_samples[name]
+            figures[name] = {"capacity": QUEUE_SIZE, "mean_fill": self.fill_sum[name] / n if n else None}
+        return figures
+
+    def _put(self, q: queue.Queue, item: object, stage: str) -> bool:
+        t0 = time.perf_counter()
+        try:
+            while not self.stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+        finally:
+            self.wait_out_s[stage] += time.perf_counter() - t0
+
+    def _get(self, q: queue.Queue, stage: str, queue_name: str) -> object:
+        self.fill_sum[queue_name] += q.qsize()
+        self.fill_samples[queue_name] += 1
+        t0 = time.perf_counter()
+        try:
+            while not self.stop.is_set():
+                try:
+                    return q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+            return _END
+        finally:
+            self.wait_in_s[stage] += time.perf_counter() - t0
+
+    def _decode(self) -> None:
+        try:
+            items = iter(self.reader.read())
+            while True:
+                t0 = time.perf_counter()
+                item = next(items, _END)
+                self.busy_s["decode"] += time.perf_counter() - t0
+                if item is _END:
+                    break
+                if isinstance(item, Picture):
+                    self.frames_stage["decode"] += 1
+                if not self._put(self.decoded, item, "decode"):
+                    return
+            self._put(self.decoded, _END, "decode")
+        finally:
+            self.reader.close()
+
+    def _uses_gpu(self) -> bool:
+        return getattr(self.device, "type", self.device) == "cuda" and self.upscaler is not None
+
+    def _upscale(self) -> None:
+        if self._uses_gpu():
+            self._upscale_gpu()
+            return
+        while (item := self._get(self.decoded, "sr", "decoded")) is not _END:
+            if isinstance(item, Picture):
+                t0 = time.perf_counter()
+                planes = upscale_planes(item.planes, self.scale, self.upscaler, self.peak, self.shapes, self.device)
+                self.busy_s["sr"] += time.perf_counter() - t0
+                item = Picture(planes=planes, pts=item.pts, time_base=item.time_base)
+                self.frames_sr += 1
+                self.frames_stage["sr"] += 1
+            if not self._put(self.upscaled, item, "sr"):
+                return
+        if not self.stop.is_set():
+            self._put(self.upscaled, _END, "sr")
+
+    def _gpu_frames(self, first: Picture):
+        """The `vsr.engine.gpu.GpuFrames` for frames shaped like `first`, with this thread on the upscaler's device
+        (the current CUDA device is per thread: without this, cuda:N would allocate streams and buffers on
+        cuda:0). Tests replace this method to run the loop below on a simulated GPU."""
+        from vsr.engine.gpu import GpuFrames
+
+        torch.cuda.set_device(self.device)
+        in_shapes = tuple(p.shape for p in first.planes)
+        return GpuFrames(self.upscaler, self.scale, self.peak, in_shapes, self.shapes, first.planes[0].dtype)
+
+    def _upscale_gpu(self) -> None:
+        """The SR stage on CUDA: up to `len(gpu.slots)` frames in flight (`vsr.engine.gpu.GpuFrames`), the oldest
+        result taken when all slots are busy; items leave in the order they came, passthrough packets included."""
+        from collections import deque
+
+        gpu = None
+        pending: deque = deque()  # (ticket or None, item), oldest first
+
+        def emit_oldest() -> bool:
+            ticket, item = pending.popleft()
+            if ticket is not None:
+                t0 = time.perf_counter()
+                item = Picture(planes=gpu.result(ticket), pts=item.pts, time_base=item.time_base)
+                self.busy_s["sr"] += time.perf_counter() - t0
+                self.frames_sr += 1
+                self.frames_stage["sr"] += 1
+            return self._put(self.upscaled, item, "sr")
+
+        from vsr.engine.gpu import gpu_failure
+
+        try:
+            while (item := self._get(self.decoded, "sr", "decoded")) is not _END:
+                ticket = None
+                if isinstance(item, Picture):
+                    if gpu is None:
+                        gpu = self._gpu_frames(item)
+                    while sum(t is not None for t, _ in pending) >= len(gpu.slots):
+                        if not emit_oldest():
+                            return
+                    t0 = time.perf_counter()
+                    ticket = gpu.submit(item.planes)
+                    self.busy_s["sr"] += time.perf_counter() - t0
+                pending.append((ticket, item))
+                while pending and pending[0][0] is None:  # packets ahead of any frame in flight go on at once
+                    if not emit_oldest():
+                        return
+            while pending:
+                if not emit_oldest():
+                    return
+            if not self.stop.is_set():
+                self._put(self.upscaled, _END, "sr")
+        except RuntimeError as exc:  # CUDA, cuDNN, TensorRT: one line, not a traceback from this thread
+            raise gpu_failure(exc) from exc
+        finally:
+            if gpu is not None:
+                gpu.drain()  # after an error, copies may still be in flight into buffers about to be freed
+
+    def _encode(self) -> None:
+        done = False
+        try:
+            while (item := self._get(self.upscaled, "encode", "upscaled")) is not _END:
+                t0 = time.perf_counter()
+                if isinstance(item, Picture):
+                    self.writer.write(item)
+                    self.last_time_s = float(item.pts * item.time_base)
+                    self.frames_stage["encode"] += 1
+                else:
+                    self.writer.mux(item)
+                self.busy_s["encode"] += time.perf_counter() - t0
+            if not self.stop.is_set():
+                t0 = time.perf_counter()
+                self.writer.finish()
+                self.busy_s["encode"] += time.perf_counter() - t0
+                done = True
+        finally:
+            if not done:
+                self.writer.abort()
+            self.finished.set()
+
+
+def _progress_event(run: _Run, info, t0: float) -> dict:
+    elapsed_s = time.perf_counter() - t0
+    frames = run.writer.frames_written
+    return {
+        "event": "progress",
+        "frames": frames,
+        "total_frames": info.frames,
+        "elapsed_s": elapsed_s,
+        "fps": frames / elapsed_s if elapsed_s > 0 else 0.0,
+        "position_s": run.last_time_s,
+        "duration_s": info.duration_s,
+    }
+
+
+def _flush_warnings(warnings: list[str], lock: threading.Lock, sent: int, report: Progress) -> int:
+    with lock:
+        new = warnings[sent:]
+    for message in new:
+        report({"event": "warning", "message": message})
+    return sent + len(new)
+
+
+def _check_target(src: str, dst: str, overwrite: bool) -> None:
+    """Refuse OUT == IN, an existing OUT without overwrite, a folder as OUT, and a missing or unwritable folder."""
+    if dst == "-":
+        return
+    target = Path(dst)
+    if src != "-" and not is_url(src):
+        same = Path(src).resolve() == target.resolve()
+        if not same and target.exists() and Path(src).exists():
+            same = os.path.samefile(src, target)
+        if same:
+            raise OutputError(f"{dst}: the output is the input file; choose another output name")
+    if target.is_dir():
+        raise OutputError(f"{dst}: is a folder; give a file name such as {target / 'video.mp4'}")
+    if target.exists() and not overwrite:
+        raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
+    folder = target.parent
+    if not folder.is_dir():
+        raise OutputError(f"{dst}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{dst}: the folder {folder} is not writable; choose another output folder")

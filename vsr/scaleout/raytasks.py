@@ -1,0 +1,216 @@
+"""`vsr upscale --ray ADDRESS|local`: segments as Ray tasks (the `vsr.scaleout.run` workers interface).
+
+Contract:
+- `RayWorkers(address, spec)` connects to Ray (`ray.init`): `local` starts a private Ray instance on this
+  machine (all its cores, no dashboard, its session files in a temporary folder removed by `close()`, which
+  shuts it down); any other address is passed to `ray.init` as it is (`HOST:PORT` of a running cluster's
+  head, from one of its nodes; `ray://HOST:10001` for Ray Client, which needs `ray[client]`; `auto`). Ray
+  missing gives `UsageError` with the pip command; a cluster that cannot be reached, `BackendError` (a
+  `HOST:PORT` is tried for 5 s first: Ray itself retries for minutes). Ray's SIGTERM handler is put back to
+  vsr's (`vsr.signals`), and Ray prints nothing.
+- Placement: on a cluster with GPUs every task takes one GPU (`num_gpus=1`) and builds the GPU engine
+  (`make_upscaler`, backend auto, fp16): `slots` = the cluster's GPUs. Without GPUs a task takes one CPU
+  and one torch thread: `slots` = the cluster's CPUs.
+- Data: the weights travel in the object store (one `ray.put` of the `WorkerSpec`, safetensors bytes: no
+  shared disk, no code run on load). The input is read by the task at its path, so on a multi-node cluster it
+  must be at the same path on every node (a shared folder); a task that cannot see it fails with one line
+  that says so. Each encoded part comes back as bytes through the object store and the driver writes it into
+  the work folder (`vsr.scaleout.workdir`): outputs and resume state never need a shared disk.
+- Failures: a task's own exception comes back as itself (Ray's `RayTaskError.cause`); a worker process that
+  died (killed, out of memory) is `WorkerDied(broken=False)`: only its segment is tried again. Tasks are not
+  retried by Ray (`max_retries=0`): `vsr.scaleout.run` retries once. `close()` cancels what still runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import tempfile
+from pathlib import Path
+
+from vsr.errors import BackendError, InputError, UsageError, install_hint
+from vsr.signals import deferred, held
+
+_QUIET_ENV = {  # read when ray is imported (ray/_private/ray_constants.py)
+    "RAY_USAGE_STATS_ENABLED": "0",  # no usage-stats prompt or upload attempt
+    "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1",  # no C++ stack dump on SIGTERM: vsr prints one line
+    "RAY_IGNORE_UNHANDLED_ERRORS": "1",  # a cancelled task's error is not logged at exit
+}
+_cache: dict = {}  # per Ray worker process: (weights digest, engine) -> upscaler
+
+
+def _import_ray():
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(f"--ray needs Ray, which is not installed: {install_hint('ray')}") from None
+    return ray
+
+
+def _ray_segment(spec, task, scratch: str | None) -> tuple[bytes, int, list[str]]:
+    """A Ray task: encode `task`'s segment with the upscaler `spec` describes; returns the part's bytes. The
+    part is written in a temporary folder under `scratch` (local Ray: the driver's, removed with it even when
+    the task is killed) or the node's temporary folder."""
+    from vsr.scaleout.run import build_upscaler, run_task
+
+    if not Path(task.src).is_file():
+        raise InputError(
+            f"{task.src}: not found on Ray node {socket.gethostname()}; with --ray the input must be at the same "
+            "path on every node (a shared folder)"
+        )
+    warnings: list[str] = []
+    key = (spec.digest, spec.engine)
+    if key not in _cache:
+        _cache.clear()
+        _cache[key] = build_upscaler(spec, notice=warnings.append)
+    elif spec.threads:  # Ray reuses worker processes, and torch keeps the thread count its first task set
+        import torch
+
+        torch.set_num_threads(spec.threads)
+    suffix = Path(task.part).suffix
+    if scratch is not None and not Path(scratch).is_dir():
+        scratch = None
+    with tempfile.TemporaryDirectory(prefix="vsr-task-", dir=scratch) as tmp:
+        local = dataclasses.replace(task, part=str(Path(tmp) / f"part{suffix}"))
+        frames, more = run_task(local, _cache[key])
+        return Path(local.part).read_bytes(), frames, warnings + more
+
+
+class RayWorkers:
+    """See the module contract."""
+
+    def __init__(self, address: str, spec, notice=lambda text: None):
+        ray = self._ray = _import_ray()
+        self._refs: list = []
+        self._temp = None
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.CRITICAL}
+        if address == "local":
+            from vsr.scaleout.run import cores
+
+            # A new local cluster turns on token auth and writes ~/.ray/auth_token unless given a token (ray
+            # _private/authentication/authentication_token_setup.py); its session files go to a folder of our own.
+            os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+            self._temp = tempfile.mkdtemp(prefix="vsr-ray-")
+            kwargs.update(num_cpus=cores(), _temp_dir=self._temp)
+        else:
+            _check_reachable(address)
+        term = signal.getsignal(signal.SIGTERM)
+        # ray.init installs a SIGTERM handler that calls sys.exit (ray/_private/worker.py, init: "sigterm_handler",
+        # through ray._private.utils.set_sigterm_handler): a SIGTERM during the start would skip vsr's clean-up.
+        utils = getattr(getattr(ray, "_private", None), "utils", None)
+        set_handler = getattr(utils, "set_sigterm_handler", None)
+        if set_handler is not None:
+            utils.set_sigterm_handler = lambda handler: None
+        try:
+            with deferred():  # a stop during the start is taken once ray.init returns
+                ray.init(address=address, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError, ...
+            self.close()
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BackendError(f"cannot start or reach Ray at {address!r} ({first}); check --ray") from None
+        except BaseException:  # a stop held during the start: shut Ray down and remove its session folder
+            self.close()
+            raise
+        finally:
+            if set_handler is not None:
+                utils.set_sigterm_handler = set_handler
+            signal.signal(signal.SIGTERM, term)  # in case another path installed one
+        hook = getattr(getattr(ray, "_private", None), "worker", None)
+        if hook is not None and hasattr(hook, "print_to_stdstream"):  # "(raylet) ..." lines on stdout: no switch
+            hook.print_to_stdstream = lambda *args, **kwargs: None
+        try:
+            resources = ray.cluster_resources()
+            gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+            if gpus:
+                spec = dataclasses.replace(spec, device="cuda", backend="auto", precision=None, threads=0)
+                options = {"num_cpus": 1, "num_gpus": 1, "max_retries": 0}
+            else:
+                spec = dataclasses.replace(spec, threads=1)
+                options = {"num_cpus": 1, "max_retries": 0}
+            self.slots = gpus or cpus
+            self.engine, self.weights_digest = spec.engine, spec.digest
+            self.name = f"Ray at {address}: {self.slots} {'GPU' if gpus else 'CPU'} task slots"
+            self._spec = ray.put(spec)
+            self._remote = ray.remote(_ray_segment).options(**options)
+        except BaseException:
+            self.close()
+            raise
+        notice(self.name)
+
+    def submit(self, task):
+        ref = self._remote.remote(self._spec, task, self._temp)
+        self._refs.append(ref)
+        return ref
+
+    def wait(self, handles, timeout: float):
+        if not handles:
+            return []
+        with deferred():  # Ray's C++ wait calls the signal handler: an exception raised there is mangled
+            done, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
+        return done
+
+    def outcome(self, ref, task) -> tuple[int, list[str]]:
+        from ray.exceptions import (
+            LocalRayletDiedError,
+            NodeDiedError,
+            OutOfMemoryError,
+            RayTaskError,
+            TaskCancelledError,
+            WorkerCrashedError,
+        )
+
+        from vsr.scaleout.run import WorkerDied
+
+        self._refs.remove(ref)
+        try:
+            with deferred():
+                data, frames, warnings = self._ray.get(ref)
+        except RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise RuntimeError(str(exc).strip().splitlines()[0]) from None
+        except (WorkerCrashedError, TaskCancelledError, OutOfMemoryError, NodeDiedError, LocalRayletDiedError) as exc:
+            raise WorkerDied(broken=False) from exc
+        Path(task.part).write_bytes(data)
+        return frames, warnings
+
+    def restart(self) -> None:
+        """Nothing to restart: a dead Ray worker takes only its own task with it."""
+
+    def close(self) -> None:
+        ray, self._ray = getattr(self, "_ray", None), None
+        try:
+            if ray is not None:
+                with held():
+                    for ref in self._refs:
+                        try:
+                            ray.cancel(ref, force=True)
+                        except Exception:  # noqa: BLE001,S110 - finished or gone already
+                            pass
+                    self._refs = []
+                    ray.shutdown()
+        finally:
+            if self._temp is not None:
+                shutil.rmtree(self._temp, ignore_errors=True)
+                self._temp = None
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT nobody answers on makes ray.init retry for minutes (ray/_private/node.py): fail in seconds."""
+    if "://" in address or address == "auto" or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        hint = "start one with 'ray start --head' or check --ray"
+        raise BackendError(f"no Ray cluster answers at {address} ({reason}); {hint}") from None
