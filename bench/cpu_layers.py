@@ -10,7 +10,7 @@ after a warm-up, variants of one question timed round-robin (a burst of other lo
   tiles     vsr's Upscaler at output tile sides 64 .. 1080 (small tiles keep conv1's 64-channel output in the
             cache, i.e. conv1 fused into conv2 per tile, at the price of more halo recomputation)
   conv3     the last layer (32 -> 1 channels, 5x5) on one 256 tile: oneDNN's own convolution against
-            vsr's 1x1 convolution to 25 taps + shifted sum (vsr.engine.base._one_channel_conv)
+            vsr's 1x1 convolution to 25 taps + shifted sum (vsr.engine.onednn._one_channel_conv)
   relu      conv1 + ReLU on one tile: separate in-place ReLU against oneDNN's fused conv+bias+ReLU
             (torch.ops.mkldnn._convolution_pointwise, what vsr uses)
   conv1     conv1 + ReLU on one tile: directly on the bicubic frame (x3) against the polyphase form (one 7x7
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `vsr upscale` sets it (vsr.cli._passive_openmp)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `vsr upscale` sets it (vsr.cli.common.passive_openmp)
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
@@ -38,7 +38,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from vsr.bench.report import cpu_name  # noqa: E402
 from vsr.engine import base as engine  # noqa: E402
-from vsr.engine.base import Upscaler, _one_channel_conv, _taps  # noqa: E402
+from vsr.engine.base import Upscaler  # noqa: E402
+from vsr.engine.onednn import _one_channel_conv, _taps  # noqa: E402
 from vsr.engine.precision import cpu_bf16  # noqa: E402
 from vsr.model.srcnn import load_weights  # noqa: E402
 from vsr.model.weights import default_weights  # noqa: E402

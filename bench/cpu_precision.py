@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `vsr upscale` sets it (vsr.cli._passive_openmp)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `vsr upscale` sets it (vsr.cli.common.passive_openmp)
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402

@@ -57,9 +57,10 @@ import torch
 import torch.nn.functional as F
 
 from vsr.bench.report import device_info, time_calls
-from vsr.engine.base import SelfEnsemble, Upscaler, pick_device
+from vsr.engine.base import Upscaler, pick_device
+from vsr.engine.ensemble import SelfEnsemble
+from vsr.media.frames import plane_shapes, read_planes
 from vsr.media.resize import imresize_uint8, output_length
-from vsr.media.video import plane_shapes, read_planes
 from vsr.model.srcnn import SRCNN, load_weights
 from vsr.model.weights import default_weights
 from vsr.pipeline.images import upscale_image

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `vsr upscale` sets it (see vsr.cli._passive_openmp)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `vsr upscale` sets it (see vsr.cli.common.passive_openmp)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -41,8 +41,9 @@ import torch
 from vsr.bench.report import cpu_name
 from vsr.engine.base import Upscaler
 from vsr.engine.precision import cpu_bf16
+from vsr.media.frames import plane_shapes
+from vsr.media.reader import VideoReader
 from vsr.media.resize import imresize, output_length
-from vsr.media.video import VideoReader, plane_shapes
 from vsr.model.srcnn import load_weights
 from vsr.model.weights import default_weights
 from vsr.pipeline.video import upscale_planes, upscale_video

@@ -225,10 +225,10 @@ def test_fp16_on_the_cpu_is_one_line(tmp_path, weights):
 
 def test_plain_progress_lines_when_stderr_is_not_a_terminal(capsys):
     """nohup, logs and CI get a plain line now and then (count, rate, ETA), not silence until the end."""
-    from vsr.cli import _PlainProgress
+    from vsr.cli.common import PlainProgress
 
     now = [100.0]
-    plain = _PlainProgress(False, "frames", interval_s=30, clock=lambda: now[0])
+    plain = PlainProgress(False, "frames", interval_s=30, clock=lambda: now[0])
     assert plain.enabled  # pytest's stderr is not a terminal
     for t, done in ((10, 100), (31, 310), (40, 400), (62, 620)):
         now[0] = 100.0 + t
@@ -238,7 +238,7 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(capsys):
         "vsr: 310 / 1000 frames (31%), 10.00 frames/s, ETA 1 min 09 s",
         "vsr: 620 / 1000 frames (62%), 10.00 frames/s, ETA 38 s",
     ]
-    quiet = _PlainProgress(True, "frames", interval_s=0, clock=lambda: now[0])
+    quiet = PlainProgress(True, "frames", interval_s=0, clock=lambda: now[0])
     now[0] += 100
     quiet(5, None)
     assert capsys.readouterr().err == ""

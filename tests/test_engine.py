@@ -8,7 +8,10 @@ import torch
 
 from vsr.engine import base as engine
 from vsr.engine import tensorrt as trt
-from vsr.engine.base import FallbackUpscaler, SelfEnsemble, Upscaler, _one_channel_conv, _taps, make_upscaler
+from vsr.engine.base import Upscaler
+from vsr.engine.chain import FallbackUpscaler, make_upscaler
+from vsr.engine.ensemble import SelfEnsemble
+from vsr.engine.onednn import _one_channel_conv, _taps
 from vsr.engine.precision import cpu_bf16
 from vsr.errors import BackendError
 from vsr.pipeline.video import upscale_planes
@@ -34,7 +37,7 @@ MIXED = ("fp32", "bf16", "fp32")
 def test_cpu_results_do_not_depend_on_the_thread_count(monkeypatch, arch, layers, size, tile, pool):
     """Segments in worker processes with fewer threads must give the one-process output byte for byte
     (issue 13). F.conv2d's 1x1 convolution (9-1-5) takes another path with one thread than with two; vsr runs
-    every CPU convolution through oneDNN (vsr.engine.base._onednn_forward), in fp32 and bf16 plans alike, and the
+    every CPU convolution through oneDNN (vsr.engine.onednn._onednn_forward), in fp32 and bf16 plans alike, and the
     last layer's tap sum reduces each output in one thread. Tiles one per thread (vsr.engine.tilepool) or each over
     all threads, and a frame of one tile, all give the same bytes. The shipped weights, x2."""
     from vsr.media.resize import imresize
@@ -174,7 +177,7 @@ def test_compile_keeps_compiling_past_dynamos_default_recompile_limit(monkeypatc
     import torch._dynamo
     import torch._dynamo.config as dynamo_config
 
-    import vsr.engine.base
+    import vsr.engine.compiled
 
     compiled_shapes = []
 
@@ -184,13 +187,13 @@ def test_compile_keeps_compiling_past_dynamos_default_recompile_limit(monkeypatc
 
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=counting_backend, dynamic=False))
-    new = hasattr(dynamo_config, "recompile_limit")  # `cache_size_limit` before torch 2.6 (see vsr.engine.base)
+    new = hasattr(dynamo_config, "recompile_limit")  # `cache_size_limit` before torch 2.6 (see vsr.engine.compiled)
     limits = ("recompile_limit", "accumulated_recompile_limit") if new else ("cache_size_limit", "accumulated_cache_size_limit")
     for name, default in zip(limits, (8, 256), strict=True):  # torch's defaults
         monkeypatch.setattr(dynamo_config, name, default)
     torch._dynamo.reset()
     try:
-        up = vsr.engine.base.CompiledUpscaler(make_model("9-1-5"), "cpu")
+        up = vsr.engine.compiled.CompiledUpscaler(make_model("9-1-5"), "cpu")
         for k in range(12):
             up(torch.rand(1, 1, 20 + k, 24))
         assert len(compiled_shapes) == 12, compiled_shapes
@@ -244,7 +247,7 @@ def test_auto_falls_back_through_the_chain_with_one_line_notices(tmp_path):
     Inductor without a C++ compiler (first call, caught by the warm-up) each hand over with one notice line."""
     code = """
 import torch
-from vsr.engine.base import FallbackUpscaler
+from vsr.engine.chain import FallbackUpscaler
 from tests.test_model import make_model
 notices = []
 up = FallbackUpscaler(("tensorrt", "compile", "eager"), make_model("9-1-5"), torch.device("cpu"), "fp32", None, notices.append)
@@ -291,7 +294,7 @@ class _Failing(Upscaler):
 
 
 def _injected(failures: dict[str, str]):
-    """A stand-in for vsr.engine.base._build: backend -> where it fails ("import", "build", "first call")."""
+    """A stand-in for vsr.engine.chain._build: backend -> where it fails ("import", "build", "first call")."""
 
     def build(backend, model, dev, precision, tile, notice):
         where = failures.get(backend)
@@ -309,10 +312,10 @@ def _injected(failures: dict[str, str]):
 @pytest.mark.parametrize("trt_fails", ["import", "build", "first call"])
 @pytest.mark.parametrize("compile_fails", [None, "import", "build", "first call"])
 def test_auto_chain_hands_over_at_every_failure_point(monkeypatch, trt_fails, compile_fails):
-    import vsr.engine.base
+    import vsr.engine.chain
 
     failures = {"tensorrt": trt_fails, "compile": compile_fails}
-    monkeypatch.setattr(vsr.engine.base, "_build", _injected(failures))
+    monkeypatch.setattr(vsr.engine.chain, "_build", _injected(failures))
     notices: list[str] = []
     chain = ("tensorrt", "compile", "eager")
     up = FallbackUpscaler(chain, make_model("9-1-5"), torch.device("cpu"), "fp32", None, notices.append)
@@ -327,9 +330,9 @@ def test_auto_chain_hands_over_at_every_failure_point(monkeypatch, trt_fails, co
 
 
 def test_a_named_backend_that_fails_is_an_error_not_a_fallback(monkeypatch):
-    import vsr.engine.base
+    import vsr.engine.chain
 
-    monkeypatch.setattr(vsr.engine.base, "_build", _injected({"compile": "first call"}))
+    monkeypatch.setattr(vsr.engine.chain, "_build", _injected({"compile": "first call"}))
     up = make_upscaler(make_model("9-1-5"), "compile", "cpu")
     with pytest.raises(BackendError, match=r"^the compile backend failed on a 24x20 frame \(RuntimeError: InductorError"):
         up.warm_up(20, 24)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vsr.engine.base import Upscaler, make_upscaler
+from vsr.engine.base import Upscaler
+from vsr.engine.chain import make_upscaler
 from vsr.pipeline.video import upscale_video
 
 from .test_model import make_model
@@ -74,7 +75,7 @@ def test_nvdec_with_the_model_already_on_the_gpu(tmp_path):
 
 
 def test_nvdec_decodes_on_the_gpu_and_gives_the_cpu_planes(tmp_path):
-    from vsr.media.video import VideoReader
+    from vsr.media.reader import VideoReader
 
     src = make_clip(tmp_path / "in.mp4", pts=[i * 1000 for i in range(12)], audio=None, size=(320, 240))
     warnings: list[str] = []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vsr.errors import OutputError
-from vsr.media.video import EncoderOptions
+from vsr.media.writer import EncoderOptions
 from vsr.pipeline.video import upscale_video
 from vsr.scaleout.parts import encode_segment, join_parts
 from vsr.scaleout.segments import plan, probe

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vsr.engine import precision
-from vsr.engine.base import Upscaler, make_upscaler
+from vsr.engine.base import Upscaler
+from vsr.engine.chain import make_upscaler
 from vsr.errors import BackendError
 from vsr.model.srcnn import load_weights, weights_hash
 from vsr.model.weights import SHIPPED_WEIGHTS, default_weights
@@ -165,3 +166,27 @@ def test_auto_costs_at_most_0_01_db_on_set5(monkeypatch, shared_data, arch, scal
     delta = evaluate(images, scale, auto).mean("model_psnr") - evaluate(images, scale, fp32).mean("model_psnr")
     assert abs(delta) <= precision.MAX_LOSS_DB
     assert abs(delta - precision.recorded_delta(model)) < 1e-3  # what the record says
+
+
+def test_the_plan_is_resolved_once_where_the_engine_is_built(monkeypatch):
+    """make_upscaler resolves --precision once and hands the plan to the backend it builds (and to each one the
+    fallback chain tries): no backend resolves it again, and its notice is said once."""
+    from vsr.engine import chain
+
+    calls, built, notices = [], [], []
+    real = precision.layer_plan
+    monkeypatch.setattr(precision, "layer_plan", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    up = chain.make_upscaler(make_model("9-1-5"), "eager", "cpu", "bf16", notice=notices.append)
+    assert calls == ["bf16"] and up.layers == ("bf16",) * 3 and up.precision == "bf16"
+    assert len(notices) == (0 if precision.cpu_bf16()["native"] else 1)
+    real_build = chain._build
+    monkeypatch.setattr(
+        chain,
+        "_build",
+        lambda backend, model, dev, plan, *rest: built.append(plan) or real_build(backend, model, dev, plan, *rest),
+    )
+    calls.clear()
+    fallback = chain.FallbackUpscaler(
+        ("eager",), make_model("9-1-5"), torch.device("cpu"), ("fp32", "bf16", "fp32"), None, notices.append
+    )
+    assert built == [("fp32", "bf16", "fp32")] and fallback.layers == ("fp32", "bf16", "fp32") and calls == []

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from vsr.media.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
-from vsr.media.imageio import read_image
+from vsr.media.imageio import list_images, read_image
 from vsr.media.resize import imresize, modcrop
-from vsr.train.data import list_images, y_uint8
+from vsr.train.data import y_uint8
 from vsr.train.evaluate import PAPER_PSNR, evaluate, load_ground_truth
 from vsr.train.metrics import psnr, ssim
 

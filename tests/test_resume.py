@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from vsr.errors import InputError, OutputError, VsrError
-from vsr.media.video import EncoderOptions
+from vsr.media.reader import SegmentError
+from vsr.media.writer import EncoderOptions
 from vsr.pipeline.video import upscale_video
 from vsr.scaleout.run import WorkerDied, run_task, upscale_segmented
-from vsr.scaleout.segments import SegmentError
 from vsr.scaleout.workdir import WorkFolder, folder_for
 
 from .test_video import make_clip, names, packets_of

@@ -25,7 +25,7 @@ def _decoded(path):
 
 def test_two_workers_give_the_single_process_output(tmp_path, weights):
     """FFV1, VFR with AAC audio, a keyframe every 20 frames, 0.6 s segments, 9-1-5 (whose 1x1 convolution once
-    rounded differently with fewer threads: vsr.engine.base._onednn_forward): the single run with all the machine's
+    rounded differently with fewer threads: vsr.engine.onednn._onednn_forward): the single run with all the machine's
     threads and two workers with half of them each give the same output, byte for byte."""
     x264 = {"x264-params": "keyint=20:min-keyint=20:scenecut=0:bframes=2"}
     src = make_clip(tmp_path / "in.mkv", pts=VFR, options=x264)

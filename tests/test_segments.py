@@ -8,7 +8,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from vsr.media.video import Picture, VideoReader
+from vsr.media.frames import Picture
+from vsr.media.reader import VideoReader
 from vsr.scaleout.segments import Probe, plan, probe
 
 from .test_video import make_clip
@@ -102,7 +103,7 @@ def test_exact_cuts_decode_at_most_eight_segment_lengths_for_nothing():
 
 
 def test_a_segment_that_cannot_be_decoded_whole_is_an_error(clips):
-    from vsr.scaleout.segments import SegmentError
+    from vsr.media.reader import SegmentError
 
     src = clips["gop20"]
     last = plan(probe(src), 0.6)[-1]

@@ -26,9 +26,10 @@ import torch
 
 from vsr.engine.base import Upscaler
 from vsr.errors import InputError, OutputError, UsageError
-from vsr.media import video
+from vsr.media import source
+from vsr.media.frames import plane_shapes, read_planes, working_format
+from vsr.media.reader import VideoReader
 from vsr.media.resize import imresize
-from vsr.media.video import VideoReader, plane_shapes, read_planes, working_format
 from vsr.model.srcnn import SRCNN, SRCNNConfig
 from vsr.pipeline.video import upscale_planes, upscale_video
 
@@ -221,7 +222,7 @@ def test_ten_bit_stays_ten_bit(tmp_path):
 
 
 def test_nvenc_encodes_on_the_models_gpu():
-    from vsr.media.video import EncoderOptions, encoder_settings
+    from vsr.media.writer import EncoderOptions, encoder_settings
 
     if "h264_nvenc" not in av.codecs_available:
         pytest.skip("this FFmpeg build has no h264_nvenc")
@@ -233,7 +234,7 @@ def test_nvenc_encodes_on_the_models_gpu():
 
 def test_the_package_requires_a_pyav_with_the_hwaccel_api():
     """--hwaccel uses av.codec.hwaccel, av.open(hwaccel=) and CodecContext.is_hwaccel (PyAV 14.1 and newer) and
-    needs the colour tags of downloaded frames (PyAV 18.0 and newer, see vsr.media.video._open_input), which needs Python
+    needs the colour tags of downloaded frames (PyAV 18.0 and newer, see vsr.media.source._open_input), which needs Python
     3.11; on 3.10 the floor is 17.1 (Stream.set_display_rotation), where --hwaccel decodes on the CPU (next test)."""
     import importlib.metadata
     import re
@@ -252,7 +253,7 @@ def test_the_package_requires_a_pyav_with_the_hwaccel_api():
 
 def test_hwaccel_with_a_pyav_older_than_18_decodes_on_the_cpu_and_says_why(tmp_path, monkeypatch):
     src = make_clip(tmp_path / "in.mkv", audio=None)
-    monkeypatch.setattr(video, "AV_MAJOR", 17)
+    monkeypatch.setattr(source, "AV_MAJOR", 17)
     said = []
     reader = VideoReader(src, warn=said.append, hwaccel="cuda")
     try:

@@ -29,7 +29,8 @@ import torch
 from vsr.engine.base import Upscaler
 from vsr.errors import BackendError, InputError, UsageError
 from vsr.live.webcam import CameraSource, ViewState, WebcamOptions, check_display, compose, run_webcam, upscale_pair, view_size
-from vsr.media.video import EncoderOptions, plane_shapes, read_planes
+from vsr.media.frames import plane_shapes, read_planes
+from vsr.media.writer import EncoderOptions
 from vsr.model.srcnn import SRCNN, SRCNNConfig, load_weights, save_weights
 from vsr.pipeline.video import upscale_planes
 from vsr.synth import make_clip

@@ -43,7 +43,7 @@ Contract:
   `vsr.train.evaluate`, the protocol of `vsr eval`, with the eager backend (the others compute the same function, and
   compiling them for every image size would cost more than the benchmark). Random-weight models (no shipped
   weights for that scale: speed does not depend on the values) are timed but not scored.
-- Backends are the names of `vsr.engine.base.BACKENDS`, built by `vsr.engine.base.make_upscaler`; by default "eager" on
+- Backends are the names of `vsr.engine.chain.BACKENDS`, built by `vsr.engine.chain.make_upscaler`; by default "eager" on
   the CPU, and on CUDA "eager" plus what `vsr upscale` picks there (tensorrt where torch-tensorrt imports, else
   compile). Precisions (`plan.precisions`, `--precision`): by default fp16 and fp32 on CUDA; fp32 on the CPU,
   plus `auto` where the CPU has native bf16 (`vsr.engine.precision`); choices that resolve to the same layer plan are
@@ -77,12 +77,13 @@ import numpy as np
 import torch
 
 from vsr.bench.naive import naive_upscale
-from vsr.engine.base import BACKENDS, make_upscaler
+from vsr.engine.chain import BACKENDS, make_upscaler
 from vsr.engine.precision import cpu_bf16, recorded_delta
 from vsr.errors import BackendError, InputError, OutputError, UsageError, WeightsError, install_hint
 from vsr.media.atomic import atomic_path
+from vsr.media.reader import VideoReader
 from vsr.media.resize import output_length
-from vsr.media.video import ENCODER_DEFAULTS, VideoReader
+from vsr.media.writer import ENCODER_DEFAULTS
 from vsr.model.srcnn import SRCNN, SRCNNConfig, load_weights
 from vsr.model.weights import default_weights
 from vsr.pipeline.video import upscale_video

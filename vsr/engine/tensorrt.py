@@ -46,7 +46,8 @@ from pathlib import Path
 
 import torch
 
-from vsr.engine.base import Notice, Upscaler, _Valid, cache_root
+from vsr.cache import cache_dir
+from vsr.engine.base import Notice, Upscaler, _Valid
 from vsr.errors import BackendError, install_hint
 from vsr.media.atomic import atomic_path
 from vsr.model.srcnn import SRCNN, weights_hash
@@ -140,7 +141,7 @@ class TensorRTUpscaler(Upscaler):
         self,
         model: SRCNN,
         device: torch.device | str = "cuda",
-        precision: str = "fp16",
+        precision: str | tuple[str, ...] = "fp16",
         tile: int | None = None,
         notice: Notice = lambda message: None,
     ):
@@ -155,7 +156,7 @@ class TensorRTUpscaler(Upscaler):
         super().__init__(model, device, precision, tile)
         self.notice = notice
         self.model_hash = weights_hash(model)
-        self.folder = cache_root() / "engines"
+        self.folder = cache_dir() / "engines"
         self._engines: dict[tuple[int, ...], torch.nn.Module] = {}
 
     def _engine(self, shape: tuple[int, ...]) -> torch.nn.Module:

@@ -3,7 +3,7 @@
 Contract (see `vsr.live.webcam` for the whole preview):
 - `open_source(spec, live, loop, camera_size, warn)`: a number or /dev/videoN is a camera, read with OpenCV (V4L2 on
   Linux) as BGR and converted once to studio-range BT.601 yuv420p (`bgr_to_planes`); a URL (rtsp://, http://, ...)
-  or a file is read with PyAV (`vsr.media.video.VideoReader`), planes as the decoder gives them. Cameras are always live;
+  or a file is read with PyAV (`vsr.media.reader.VideoReader`), planes as the decoder gives them. Cameras are always live;
   URLs are live unless `live` is False, files only when `live` is True (played at their frame rate); `loop`
   restarts a file. Each source has `info` (a `VideoInfo`), `frames()` yielding `Frame`s, and `close()`.
 - Live frames carry their capture time as pts (ms since the first frame, strictly increasing).
@@ -30,7 +30,9 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vsr.errors import InputError, UsageError  # noqa: E402
-from vsr.media.video import RANGE_MPEG, Picture, VideoReader, is_url, plain_info, read_planes  # noqa: E402
+from vsr.media.frames import RANGE_MPEG, Picture, plain_info, read_planes
+from vsr.media.reader import VideoReader
+from vsr.media.source import is_url  # noqa: E402
 
 LIVE_TIME_BASE = Fraction(1, 1000)  # live recordings: capture time in ms
 

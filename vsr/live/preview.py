@@ -28,7 +28,7 @@ import cv2  # noqa: E402, I001
 import numpy as np  # noqa: E402
 
 from vsr.errors import BackendError, UsageError  # noqa: E402
-from vsr.media.video import VideoInfo, make_frame  # noqa: E402
+from vsr.media.frames import VideoInfo, make_frame  # noqa: E402
 
 VIEWS = ("side", "split", "sr", "bicubic")
 ZOOMS = (1, 2, 4, 8)

@@ -4,7 +4,7 @@ The pieces live beside it: sources in `vsr.live.capture`, views, HUD, keys and t
 runs the session (threads, SR, recording, snapshots). Contract of the whole:
 - Sources (`open_source`): a number or /dev/videoN is a camera, read with OpenCV (V4L2 on Linux) as BGR and
   converted once to studio-range BT.601 yuv420p; a URL (rtsp://, http://, ...) or a file is read with PyAV
-  (`vsr.media.video.VideoReader`), planes as the decoder gives them (8 or 10 bits, any chroma layout).
+  (`vsr.media.reader.VideoReader`), planes as the decoder gives them (8 or 10 bits, any chroma layout).
 - Cameras and URLs are live: a capture thread reads as fast as the source gives frames and keeps only the newest;
   a frame replaced before SR took it (or an SR result replaced before it was shown) is dropped and counted
   (latency first). A file is not live: every frame, in order, through bounded queues (nothing dropped); with a
@@ -67,7 +67,8 @@ from vsr.signals import check as check_stop  # noqa: E402
 from vsr.pipeline.video import _check_target  # noqa: E402
 from vsr.live.preview import VIEWS, Preview, ViewState, check_display, compose, draw_hud, planes_to_bgr, view_size  # noqa: E402
 from vsr.media.resize import imresize, output_length  # noqa: E402
-from vsr.media.video import EncoderOptions, Picture, VideoInfo, VideoWriter, plain_info, plane_shapes
+from vsr.media.writer import EncoderOptions, VideoWriter
+from vsr.media.frames import Picture, VideoInfo, plain_info, plane_shapes
 
 YUpscaler = Callable[[torch.Tensor], torch.Tensor]
 Report = Callable[[dict], None]

@@ -29,6 +29,14 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def list_images(folder: Path) -> list[Path]:
+    """The image files of a folder, sorted by name; an error if there are none."""
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image_path(p))
+    if not files:
+        raise InputError(f"{folder}: no images (PNG, JPEG, BMP, TIFF) in this folder")
+    return files
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as uint8 grey / RGB / RGBA (see module contract)."""
     path = Path(path)

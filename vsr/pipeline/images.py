@@ -20,10 +20,9 @@ import torch
 
 from vsr.errors import InputError, OutputError
 from vsr.media.color import rgb_to_ycbcr, ycbcr_to_rgb
-from vsr.media.imageio import is_image_path, read_image, write_image
+from vsr.media.imageio import is_image_path, list_images, read_image, write_image
 from vsr.media.resize import imresize
 from vsr.signals import check as check_stop
-from vsr.train.data import list_images
 
 YUpscaler = Callable[[torch.Tensor], torch.Tensor]
 

@@ -3,7 +3,7 @@
 Contract:
 - `upscale_video(src, dst, scale, upscaler, ...)` upscales every frame of the first video stream of `src`
   by `scale` and writes it to `dst` with the input's timestamps; audio, subtitle and data streams are
-  copied untouched (see `vsr.media.video`). `upscaler` is a `vsr.engine.base.Upscaler`-like callable (float32
+  copied untouched (see `vsr.media.reader`, `vsr.media.writer`). `upscaler` is a `vsr.engine.base.Upscaler`-like callable (float32
   N x 1 x H x W in [0, 1] -> same shape, clamped), or None for plain MATLAB bicubic.
 - Per frame (`upscale_planes`): Y as float32 / peak (255, or 1023 for 10-bit) -> `imresize` x scale ->
   upscaler -> x peak, rounded, clipped -> uint; U and V -> `imresize` x scale -> rounded, clipped, and
@@ -41,8 +41,11 @@ import torch
 
 from vsr.errors import OutputError, UsageError, VsrError
 from vsr.media.atomic import publish, remove, temp_path
+from vsr.media.frames import Picture, plane_shapes
+from vsr.media.reader import VideoReader
 from vsr.media.resize import imresize, output_length
-from vsr.media.video import EncoderOptions, Picture, VideoReader, VideoWriter, is_url, plane_shapes
+from vsr.media.source import is_url
+from vsr.media.writer import EncoderOptions, VideoWriter
 from vsr.signals import check as check_stop
 
 YUpscaler = Callable[[torch.Tensor], torch.Tensor]

@@ -25,8 +25,10 @@ import av
 import torch
 
 from vsr.errors import OutputError
+from vsr.media.frames import Picture, plane_shapes
+from vsr.media.reader import VideoReader
 from vsr.media.resize import output_length
-from vsr.media.video import EncoderOptions, Picture, VideoReader, VideoWriter, plane_shapes
+from vsr.media.writer import EncoderOptions, VideoWriter
 from vsr.pipeline.video import upscale_planes
 from vsr.scaleout.segments import Segment
 

@@ -43,10 +43,11 @@ import torch
 
 from vsr.errors import OutputError, VsrError
 from vsr.media.atomic import publish, remove, temp_path
+from vsr.media.reader import SegmentError, VideoReader
 from vsr.media.resize import output_length
-from vsr.media.video import EncoderOptions, VideoReader, VideoWriter, encoder_settings
+from vsr.media.writer import EncoderOptions, VideoWriter, encoder_settings
 from vsr.pipeline.video import VideoSummary, _check_target, upscale_video
-from vsr.scaleout.segments import Segment, SegmentError, plan, probe
+from vsr.scaleout.segments import Segment, plan, probe
 from vsr.scaleout.workdir import WorkFolder, check_stale, input_identity
 from vsr.signals import check as check_stop
 from vsr.signals import deferred, held
@@ -111,7 +112,9 @@ def build_upscaler(spec: WorkerSpec, notice=lambda text: None):
     """The upscaler `spec` describes, in this process."""
     from safetensors.torch import load
 
-    from vsr.engine.base import SelfEnsemble, Upscaler, make_upscaler
+    from vsr.engine.base import Upscaler
+    from vsr.engine.chain import make_upscaler
+    from vsr.engine.ensemble import SelfEnsemble
     from vsr.model.srcnn import SRCNN, SRCNNConfig
 
     if spec.threads:

@@ -10,11 +10,11 @@ Contract:
   still splits: the segment decodes from that keyframe and discards the frames before its own first; a cut
   that would discard more than 8 segment lengths moves to the next keyframe instead, so decoding stays linear).
   Segments are contiguous, disjoint and cover every frame: their `frames` add up to the file's.
-- `vsr.media.video.VideoReader.read_segment(segment)` decodes one segment: exactly the `frames` pictures with
+- `vsr.media.reader.VideoReader.read_segment(segment)` decodes one segment: exactly the `frames` pictures with
   `start_pts <= pts < end_pts`, in presentation order, decoded from the keyframe at `seek_pts` (by byte
   position where the container has no index and the timestamp seek overshoots, e.g. MPEG-TS); with the same
   planes and timestamps as the streaming decode of the whole file (tests/test_segments.py). Fewer frames
-  raise `SegmentError`: the caller takes the streaming path.
+  raise `SegmentError` (`vsr.media.reader`): the caller takes the streaming path.
 Encoding segments and joining them is `vsr.scaleout.parts`; scheduling them, `vsr.scaleout.run`.
 """
 
@@ -30,11 +30,6 @@ import av
 from vsr.errors import InputError
 
 _MAX_LEAD = 8  # an exact-frame cut may decode at most this many segment lengths of frames it discards
-
-
-class SegmentError(InputError):
-    """A segment did not decode to the frames the probe listed (damaged or oddly muxed input): the file
-    cannot be split, the streaming path must take it."""
 
 
 @dataclass(frozen=True)

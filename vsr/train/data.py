@@ -20,16 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vsr.cache import cache_dir
 from vsr.errors import InputError
 from vsr.media.color import rgb_to_y
-from vsr.media.imageio import is_image_path, read_image
+from vsr.media.imageio import list_images, read_image
 from vsr.media.resize import imresize, modcrop
 
 KNOWN_DATASETS = ("91images", "Set5", "Set14")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VSR_CACHE") or Path.home() / ".cache" / "vsr")
 
 
 def resolve_dataset(name_or_path: str | Path) -> Path:
@@ -53,14 +50,6 @@ def resolve_dataset(name_or_path: str | Path) -> Path:
         f"dataset {name!r} not found (looked in {', '.join(str(c) for c in candidates)}); get it with `vsr data get {name}`, "
         f"set VSR_DATA to a folder that contains {name}/, or pass the folder path"
     )
-
-
-def list_images(folder: Path) -> list[Path]:
-    """The image files of a folder, sorted by name; an error if there are none."""
-    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image_path(p))
-    if not files:
-        raise InputError(f"{folder}: no images (PNG, JPEG, BMP, TIFF) in this folder")
-    return files
 
 
 def as_rgb(img: np.ndarray) -> np.ndarray:

@@ -38,9 +38,10 @@ from pathlib import Path
 import numpy as np
 
 from vsr import __version__
+from vsr.cache import cache_dir
 from vsr.errors import InputError
 from vsr.media.atomic import atomic_path
-from vsr.train.data import KNOWN_DATASETS, cache_dir
+from vsr.train.data import KNOWN_DATASETS
 
 Progress = Callable[[int, "int | None", str], None]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vsr.media.imageio import read_image
+from vsr.media.imageio import list_images, read_image
 from vsr.media.resize import imresize_uint8, modcrop
 from vsr.pipeline.images import YUpscaler, upscale_image
-from vsr.train.data import list_images, y_uint8
+from vsr.train.data import y_uint8
 from vsr.train.metrics import psnr, ssim
 
 # Published Y-PSNR (dB): bicubic and SRCNN 9-5-5 (ImageNet), as tabulated by Kim et al. 2016.

@@ -38,7 +38,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vsr.engine.base import Upscaler, dihedral, pick_device
+from vsr.engine.base import Upscaler, pick_device
+from vsr.engine.ensemble import dihedral
 from vsr.errors import UsageError, VsrError
 from vsr.media.atomic import atomic_path
 from vsr.model.srcnn import SRCNN, SRCNNConfig, load_weights, save_weights

@@ -1,0 +1,213 @@
+"""What the commands share: help formatting, the consoles, options, progress display, loading the model."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from vsr.errors import UsageError
+
+
+class PlainHelp:
+    """Plain help: no `<bool>` type beside flags (it invites `--overwrite true`, which fails) and arguments named
+    SRC DST in capitals without braces (current typer writes `{src} {dst}` in the usage line)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+            elif isinstance(param, typer.core.TyperArgument) and param.metavar is None:
+                param.metavar = param.name.upper()
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class Command(PlainHelp, typer.core.TyperCommand):
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, typer.core.TyperArgument):
+                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+        return pieces
+
+
+class Group(PlainHelp, typer.core.TyperGroup):
+    pass
+
+
+out_console = Console()
+
+
+err_console = Console(stderr=True)
+
+
+state = {"debug": False}
+
+
+class Arch(str, Enum):
+    a915 = "9-1-5"
+    a935 = "9-3-5"
+    a955 = "9-5-5"
+
+
+def help_without_command(ctx: typer.Context) -> None:
+    """Bare `vsr` (or `vsr data`): the help, exit 0. Click's `no_args_is_help` raises an error with an empty message
+    from 8.2 on, which printed `vsr: error: ;` under the help and exited 2."""
+    if ctx.invoked_subcommand is None:
+        out_console.print(ctx.get_help(), markup=False, highlight=False)
+        raise typer.Exit()
+
+
+def passive_openmp() -> None:
+    """Threads waiting for work sleep instead of spinning. The video commands run decode, SR and encode threads
+    on the same cores, and spinning OpenMP workers steal them: measured on 2 cores, 9-5-5 320x180 x2, end-to-end
+    6.6 -> 6.8 fps (OMP_WAIT_POLICY=ACTIVE: 3.7). Must run before torch is imported; a user's setting wins."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def live_display(quiet: bool) -> bool:
+    """Progress bars only on a terminal: piped or logged stderr gets the one-line summaries and errors alone
+    (rich would leave an empty line behind there)."""
+    return not quiet and err_console.is_terminal
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class PlainProgress:
+    """Progress where stderr is not a terminal (nohup, a log file, CI): a plain line every `interval_s`, e.g.
+    `vsr: 1200 / 5000 frames (24%), 12.3 frames/s, ETA 5 min 09 s`, instead of silence until the end."""
+
+    INTERVAL_S = 30.0
+
+    def __init__(self, quiet: bool, unit: str, interval_s: float = INTERVAL_S, clock=None):
+        import time
+
+        self.enabled = not quiet and not err_console.is_terminal
+        self.unit, self.interval_s = unit, interval_s
+        self.clock = clock or time.monotonic
+        self.start = self.last = self.clock()
+
+    def __call__(self, done: int, total: int | None, prefix: str = "") -> None:
+        now = self.clock()
+        if not self.enabled or now - self.last < self.interval_s:
+            return
+        self.last = now
+        elapsed = now - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        text = f"vsr: {prefix}{done} / {total or '?'} {self.unit}"
+        if total:
+            text += f" ({100 * done / total:.0f}%)"
+        text += f", {rate:.2f} {self.unit}/s"
+        if total and rate > 0 and done <= total:
+            text += f", ETA {duration((total - done) / rate)}"
+        err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def progress_bar(quiet: bool, label: TextColumn, *extra) -> Progress:
+    """A transient progress bar on stderr: label, bar, done/total, elapsed, then `extra` columns."""
+    return Progress(
+        label,
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        *extra,
+        console=err_console,
+        disable=not live_display(quiet),
+        transient=True,
+    )
+
+
+def check_scale(scale: int) -> int:
+    if scale < 2 or scale > 8:
+        raise UsageError(f"--scale must be an integer from 2 to 8, got {scale}")
+    return scale
+
+
+def load_upscaler(
+    weights: Path | None,
+    scale: int,
+    arch: str,
+    device: str,
+    backend: str = "eager",
+    precision: str | None = None,
+    ensemble: bool = False,
+):
+    from vsr.engine.chain import make_upscaler
+    from vsr.engine.ensemble import SelfEnsemble
+    from vsr.model.srcnn import load_weights
+    from vsr.model.weights import default_weights
+
+    notice = lambda text: err_console.print(f"vsr: {text}", markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    model = load_weights(weights or default_weights(scale, arch))
+    upscaler = make_upscaler(model, backend, device, precision, notice=notice)
+    return SelfEnsemble(upscaler) if ensemble else upscaler
+
+
+class Backend(str, Enum):
+    auto = "auto"
+    eager = "eager"
+    compile = "compile"
+    tensorrt = "tensorrt"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        help="auto: fp16 on a GPU; on a CPU with native bf16 (AVX512_BF16 or AMX) bf16 for the layers where it costs "
+        "at most 0.01 dB (measured per shipped model, vsr/model/weights/cpu_precision.json), fp32 elsewhere. "
+        "bf16: every layer (CPU). fp16: GPU only."
+    ),
+]
+WeightsOpt = Annotated[Path | None, typer.Option(help="SRCNN weights (.safetensors); default: shipped weights for --scale.")]
+ScaleOpt = Annotated[
+    int, typer.Option(help="Upscaling factor, 2-8. Shipped weights cover 2, 3 and 4; other factors need --weights FILE.")
+]
+ArchOpt = Annotated[
+    Arch,
+    typer.Option(
+        help="Shipped weights to use without --weights: 9-5-5 (best) or 9-1-5 (fastest), each for x2, x3, x4; "
+        "9-3-5 needs --weights FILE."
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto (GPU if any), cpu or cuda.")]
+EnsembleOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--ensemble/--no-ensemble",
+        help="Average SRCNN over the 8 flips/rotations (+0.1-0.2 dB, 8x the model's work). "
+        "Default: on for images, off for video.",
+        show_default=False,
+    ),
+]

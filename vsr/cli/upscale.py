@@ -1,0 +1,296 @@
+"""`vsr upscale`: an image, a folder of images or videos, a video file, a URL or stdin (vsr.pipeline, vsr.scaleout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from vsr.cli.common import (
+    Arch,
+    ArchOpt,
+    Backend,
+    DeviceOpt,
+    EnsembleOpt,
+    PlainProgress,
+    Precision,
+    PrecisionOpt,
+    ScaleOpt,
+    WeightsOpt,
+    check_scale,
+    err_console,
+    live_display,
+    load_upscaler,
+    passive_openmp,
+    progress_bar,
+)
+from vsr.errors import InputError, UsageError
+
+
+def upscale(
+    src: Annotated[str, typer.Argument(help="Image, folder of images, video file, URL, or - (stdin).", show_default=False)],
+    dst: Annotated[str, typer.Argument(help="Output image, folder, video file, or - for stdout.", show_default=False)],
+    scale: ScaleOpt = 2,
+    weights: WeightsOpt = None,
+    arch: ArchOpt = Arch.a955,
+    device: DeviceOpt = "auto",
+    codec: Annotated[
+        str,
+        typer.Option(
+            help="Video encoder: libx264, libx265, libsvtav1, libvpx-vp9, h264_nvenc (NVIDIA GPUs), or any other PyAV has."
+        ),
+    ] = "libx264",
+    crf: Annotated[float | None, typer.Option(help="Video quality (CRF, or CQ for NVENC); lower is better.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Encoder preset (codec default: medium for x264/x265).")] = None,
+    pix_fmt: Annotated[str | None, typer.Option(help="Output pixel format (default: the input's, e.g. yuv420p).")] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="Container format of - (stdin/stdout), e.g. matroska, mpegts; - as output defaults to matroska."
+        ),
+    ] = None,
+    backend: Annotated[
+        Backend, typer.Option(help="auto: tensorrt or compile on a GPU, eager on the CPU (images: always eager).")
+    ] = Backend.auto,
+    precision: PrecisionOpt = Precision.auto,
+    hwaccel: Annotated[str | None, typer.Option(help="Hardware decoding, e.g. cuda (NVDEC); falls back to the CPU.")] = None,
+    ensemble: EnsembleOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(help="Video files: split into segments and upscale them in this many local processes (CPU)."),
+    ] = 1,
+    segment: Annotated[
+        float | None,
+        typer.Option(help="Seconds of video per segment (default: 1/8 of the video, 2-10 s).", show_default=False),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Reuse the finished segments an interrupted segmented run left (implies segments)."),
+    ] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the segments as Ray tasks: local (start Ray here) or a cluster address (HOST:PORT, ray://...); "
+            "needs Ray (pip install ray, or the vsr-srcnn\\[ray] extra).",
+        ),
+    ] = None,
+) -> None:
+    """Upscale an image, a folder of images or videos, a video file, a stream URL or stdin."""
+    passive_openmp()
+    from vsr.media.imageio import is_image_path
+    from vsr.media.source import is_url
+
+    check_scale(scale)
+    src_path = Path(src)
+    segmented = workers > 1 or resume or ray is not None
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if ray is not None and workers > 1:
+        raise UsageError("--ray and --workers exclude each other: Ray's resources decide how many segments run at once")
+    if segment is not None and not segment > 0:
+        raise UsageError(f"--segment must be a positive number of seconds, got {segment}")
+    if segmented and (src == "-" or is_url(src) or dst == "-"):
+        raise UsageError("--workers, --ray and --resume need video files in and out (not - or a URL); drop them")
+    if segmented and hwaccel:
+        raise UsageError("--hwaccel works in one process; drop it, or drop --workers/--ray/--resume")
+    if src != "-" and src_path.is_dir():
+        videos, images = _folder_media(src_path)
+        pairs = _video_pairs(videos, Path(dst), overwrite, resume) if videos else []  # checked before any image
+        if images or not videos:
+            ens = True if ensemble is None else ensemble
+            _upscale_images(
+                src_path, Path(dst), scale, weights, arch.value, device, ens, overwrite, quiet, resume, precision.value
+            )
+        if not pairs:
+            return
+    elif src != "-" and is_image_path(src_path):
+        ens = True if ensemble is None else ensemble
+        _upscale_images(src_path, Path(dst), scale, weights, arch.value, device, ens, overwrite, quiet, False, precision.value)
+        return
+    else:
+        if src != "-" and not is_url(src) and not src_path.exists():
+            raise InputError(f"{src}: no such file or folder; check the path")
+        pairs = [(src, dst)]
+    upscaler = load_upscaler(weights, scale, arch.value, device, backend.value, precision.value, bool(ensemble))
+    from vsr.media.writer import EncoderOptions
+
+    enc = EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
+    with _VideoProgress(quiet) as progress:
+        notice = lambda text: progress({"event": "notice", "message": text})  # noqa: E731
+        if segmented:
+            from vsr.scaleout.run import upscale_segmented
+
+            make = lambda: _segment_workers(upscaler, workers, ray, notice)  # noqa: E731
+            summaries = upscale_segmented(
+                pairs, scale, make, upscaler=upscaler, enc=enc, seconds=segment, overwrite=overwrite, resume=resume,
+                progress=progress, notice=notice,
+            )  # fmt: skip
+        else:
+            from vsr.pipeline.video import upscale_video
+            from vsr.scaleout.workdir import check_stale, discard
+
+            summaries = []
+            for one_src, one_dst in pairs:
+                if one_dst != "-" and not overwrite:
+                    check_stale(one_dst)  # an interrupted segmented run's parts are not dropped silently
+                one = upscale_video(
+                    one_src, one_dst, scale, upscaler, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+                    fmt_in=fmt if one_src == "-" else None, fmt_out=fmt if one_dst == "-" else None,
+                    overwrite=overwrite, progress=progress, hwaccel=hwaccel,
+                )  # fmt: skip
+                summaries.append(one)
+                if one_dst != "-" and overwrite:
+                    discard(one_dst, notice)
+    if not quiet:
+        for summary in summaries:
+            (w, h), (ow, oh) = summary.in_size, summary.out_size
+            err_console.print(
+                f"{summary.frames} frames {w}x{h} -> {ow}x{oh} ({summary.codec}, {summary.pix_fmt}) in "
+                f"{summary.elapsed_s:.1f} s, {summary.fps:.1f} fps -> {summary.dst}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".flv", ".mpg", ".mpeg", ".wmv", ".ogv"}
+)
+
+
+def _folder_media(folder: Path) -> tuple[list[Path], list[Path]]:
+    """A folder's video files and image files, sorted by name (not its subfolders)."""
+    from vsr.media.imageio import is_image_path
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES], [p for p in files if is_image_path(p)]
+
+
+def _video_pairs(videos: list[Path], dst: Path, overwrite: bool, resume: bool = False) -> list[tuple[str, str]]:
+    """OUTDIR/<same name> for each video, checked before any work (the folder is created). With `resume`, a video
+    whose output exists and has no work folder was finished by the interrupted run: it is left out."""
+    from vsr.pipeline.images import output_folder
+    from vsr.scaleout.workdir import folder_for
+
+    if resume and not overwrite:
+        videos = [v for v in videos if not (dst / v.name).exists() or folder_for(dst / v.name).is_dir()]
+        if not videos:
+            return []
+    output_folder(videos[0].parent, dst, [dst / v.name for v in videos], overwrite)
+    return [(str(v), str(dst / v.name)) for v in videos]
+
+
+def _segment_workers(upscaler, workers: int, ray: str | None, notice):
+    """The workers of a segmented run: Ray tasks (`--ray`) or local processes."""
+    if ray is not None:
+        from vsr.scaleout.raytasks import RayWorkers
+        from vsr.scaleout.run import spec_for
+
+        return RayWorkers(ray, spec_for(upscaler, 1, cpu_only=False), notice=notice)
+    from vsr.scaleout.run import InProcessWorkers, LocalWorkers, spec_for
+
+    if workers == 1:  # --resume alone: segments in this process, on its device
+        return InProcessWorkers(upscaler, spec_for(upscaler, 1, cpu_only=False))
+    return LocalWorkers(spec_for(upscaler, workers), workers)
+
+
+def _upscale_images(
+    src: Path,
+    dst: Path,
+    scale: int,
+    weights,
+    arch: str,
+    device: str,
+    ensemble: bool,
+    overwrite: bool,
+    quiet: bool,
+    resume: bool = False,
+    precision: str = "auto",
+) -> None:
+    import time
+
+    from vsr.pipeline.images import image_jobs, upscale_files
+
+    if resume and not overwrite and src.is_dir() and dst.is_dir():  # the images an interrupted run finished
+        from vsr.media.imageio import list_images
+
+        done = {p.stem for p in list_images(src) if (dst / f"{p.stem}.png").exists()}
+        jobs = [(s, d) for s, d in image_jobs(src, dst, True) if s.stem not in done]
+        if not jobs:
+            return
+    else:
+        jobs = image_jobs(src, dst, overwrite)
+    upscaler = load_upscaler(weights, scale, arch, device, precision=precision, ensemble=ensemble)
+    t0 = time.perf_counter()
+    plain = PlainProgress(quiet, "images")
+    with progress_bar(quiet, TextColumn("{task.description}")) as progress:
+        task = progress.add_task("upscaling", total=len(jobs))
+        count = [0]
+
+        def done(src: Path, dst: Path) -> None:
+            progress.advance(task)
+            count[0] += 1
+            plain(count[0], len(jobs))
+
+        upscale_files(jobs, scale, upscaler, done)
+    if not quiet:
+        err_console.print(f"{len(jobs)} image(s) upscaled x{scale} in {time.perf_counter() - t0:.1f} s -> {dst}")
+
+
+class _VideoProgress:
+    """Rich progress for `upscale_video` events on stderr: frames, fps, ETA; a spinner when the count is unknown."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed} / {task.fields[total_text]} frames"),
+            TextColumn("{task.fields[fps]:.1f} fps"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=not live_display(quiet),
+            transient=True,
+        )
+        self.task = None
+        self.plain = PlainProgress(quiet, "frames")
+
+    def __enter__(self) -> _VideoProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        if kind in ("warning", "notice"):
+            prefix = "vsr: warning: " if kind == "warning" else "vsr: "
+            err_console.print(f"{prefix}{event['message']}", markup=False, highlight=False, soft_wrap=True)
+        elif kind == "start":
+            total = event["total_frames"]
+            (w, h), (ow, oh) = event["in_size"], event["out_size"]
+            desc = f"{w}x{h} -> {ow}x{oh}"
+            if event.get("files", 1) > 1:
+                desc = f"{event['files']} videos"
+            done = event.get("done_frames", 0)  # reused by --resume
+            self.task = self.progress.add_task(desc, total=total, completed=done, total_text=total or "?", fps=0.0)
+        elif kind == "progress" and self.task is not None:
+            total = event["total_frames"]
+            if total is not None and event["frames"] > total:  # the container's count was an estimate
+                total = None
+            self.progress.update(self.task, completed=event["frames"], total=total, fps=event["fps"], total_text=total or "?")
+            self.plain(event["frames"], total)

@@ -1,0 +1,132 @@
+"""Opening an input for reading with PyAV: a file path, a URL (rtsp://, http(s)://, ...) or "-" (stdin), optionally
+with NVDEC (`_open_input`), and what differs between the PyAV releases vsr allows (`AV_MAJOR`).
+
+Why decoded frames leave the GPU (NVDEC) even though the SR stage uploads them again. PyAV can keep them there
+(`HWAccel(is_hw_owned=True)`, planes exported through DLPack: av/video/plane.py `__dlpack__`), which would save
+the NVDEC download and the SR stage's upload of the low-resolution frame. Not done, by reasoning, not
+measurement (nothing here has run on a GPU):
+- The saving is small: at x3 the input is 1/9 of the output, whose download to the encoder stays; the two
+  copies saved are ~2/11 of the PCIe traffic, on copy engines that already overlap compute (`vsr.engine.gpu`).
+- Hardware frames belong to the decoder's fixed surface pool. The pipeline queues up to 16 decoded frames
+  ahead of the SR stage (`vsr.pipeline.video.QUEUE_SIZE`), which would hold the pool's surfaces and stall NVDEC
+  unless the pool grew with it (`extra_hw_frames`), and the copy a frame needs before its surface returns to
+  the decoder would move onto the SR stage's critical path.
+- It would need its own stream discipline: PyAV's `__dlpack__` refuses any stream argument (the decoder's work
+  must be complete: a synchronize per frame), and `torch.from_dlpack(plane)` passes torch's current stream for
+  CUDA producers, so the capsule has to be taken by hand; plus a second code path for NVDEC's semi-planar
+  4:2:2/4:4:4 layouts, and it would tie `vsr.media` to torch.
+The bottleneck of a GPU run is expected to be the CPU encoder (libx264) or NVENC, not this copy.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import av
+
+from vsr.errors import InputError, UsageError
+from vsr.media.frames import Warn
+
+# Metadata that is not valid UTF-8 (old muxers write Latin-1 titles): PyAV before 19 decodes it strictly unless told
+# `metadata_errors="replace"`, and raises on the whole file otherwise; PyAV 19 removed the argument (av/container/core.py
+# `open`, changelog 19.0.0 "Remove the metadata_encoding and metadata_errors arguments") and always reads it as UTF-8
+# with surrogateescape, byte exact, so its values copy back to the output unchanged.
+AV_MAJOR = int(av.__version__.split(".")[0])
+_METADATA_OPTIONS = {"metadata_errors": "replace"} if AV_MAJOR < 19 else {}
+
+
+def is_url(src: str) -> bool:
+    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", src) is not None
+
+
+def _err_text(exc: BaseException) -> str:
+    """FFmpeg's message without PyAV's errno prefix and file name, on one line."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split())
+
+
+def _announced_duration_s(stream: av.video.stream.VideoStream) -> float | None:
+    """End time of a stream as its header says (stream duration, or Matroska's DURATION tag), in seconds."""
+    if stream.duration and stream.time_base:
+        return float(((stream.start_time or 0) + stream.duration) * stream.time_base)
+    tag = next((v for k, v in stream.metadata.items() if k.lower().split("-")[0] == "duration"), None)
+    match = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d*)?)", tag.strip()) if tag else None
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def _open_input(
+    src: str, fmt: str | None, hwaccel: str | None = None, warn: Warn = lambda message: None, device: int | None = None
+) -> tuple[av.container.InputContainer, bool]:
+    """Open `src` for reading -> (container, whether a hardware device was attached).
+
+    With `hwaccel` (e.g. "cuda": NVDEC) PyAV creates the device when it opens the video stream's decoder; if it
+    cannot (no GPU, no driver), the file is opened again for the CPU with a warning that gives FFmpeg's reason.
+    `device` is the GPU's index. The decoder gets a CUDA context of its own, not the device's primary context
+    that torch uses: FFmpeg retains the primary context only with CU_CTX_SCHED_BLOCKING_SYNC and refuses
+    (ENOTSUP, "Primary context already active with incompatible flags", libavutil/hwcontext_cuda.c
+    `cuda_context_init`) once torch has activated it with the default flags, which it has by the time a video
+    is opened. Frames are downloaded to system memory either way.
+    Needs PyAV 18: the hwaccel API (`av.codec.hwaccel.HWAccel`, `av.open(..., hwaccel=)`,
+    `CodecContext.is_hwaccel`) first appears in 14.1, and before 18.0 a downloaded frame kept only its pts
+    (av/video/codeccontext.py `_transfer_hwframe`: "TODO: Is there anything else to transfer?"), losing the
+    colour tags vsr copies to the output; 18.0 copies them (`_copy_internal_attributes`). PyAV 17 (the newest on
+    Python 3.10) therefore decodes on the CPU, with a notice."""
+    if not hwaccel:
+        return _open_input_with(src, fmt, {}), False
+    if AV_MAJOR < 18:
+        warn(
+            f"hardware decoding ({hwaccel}) needs PyAV 18 or newer, which keeps the colour tags of the frames it takes "
+            f"from the GPU (this is PyAV {av.__version__}; PyAV 18 needs Python 3.11 or newer); decoding on the CPU"
+        )
+        return _open_input_with(src, fmt, {}), False
+    from av.codec.hwaccel import HWAccel, hwdevices_available
+
+    kinds = hwdevices_available()
+    if hwaccel not in kinds:  # HWAccel takes an unknown name as "any device type" (av_hwdevice_find_type_by_name)
+        raise UsageError(f"--hwaccel {hwaccel}: not a hardware device type this FFmpeg knows; use one of {', '.join(kinds)}")
+    accel = HWAccel(device_type=hwaccel, device=None if device is None else str(device), allow_software_fallback=True)
+    try:
+        return _open_input_with(src, fmt, {"hwaccel": accel}, raw_errors=True), True
+    except (av.FFmpegError, OSError, ValueError) as exc:  # no such device, no driver, no permission
+        if src == "-":
+            raise UsageError(f"--hwaccel {hwaccel} could not open stdin ({_err_text(exc)}); drop --hwaccel") from None
+        container = _open_input_with(src, fmt, {})  # a broken file fails here with its own message
+        warn(f"hardware decoding ({hwaccel}) is not available here ({_err_text(exc)}); decoding on the CPU")
+        return container, False
+
+
+def _open_input_with(src: str, fmt: str | None, extra: dict, raw_errors: bool = False) -> av.container.InputContainer:
+    options = dict(extra)
+    if src == "-":
+        file = sys.stdin.buffer
+    elif is_url(src):
+        file = src
+        options["timeout"] = (30.0, 30.0)
+    else:
+        path = Path(src)
+        if not path.exists():
+            raise InputError(f"{src}: no such file; check the path")
+        if path.is_dir():
+            raise InputError(f"{src}: is a folder, not a video file")
+        if path.stat().st_size == 0:
+            raise InputError(f"{src}: the file is empty; give a video file")
+        file = src
+    try:
+        return av.open(file, "r", format=fmt, **_METADATA_OPTIONS, **options)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        if raw_errors:
+            raise
+        if fmt and isinstance(exc, ValueError):
+            raise InputError(f"unknown input format {fmt!r}; use a name from `ffmpeg -formats`, e.g. matroska") from None
+        if src == "-":
+            hint = "; pass the container format of stdin, e.g. --format matroska"
+        elif is_url(src):
+            hint = "; check the address and that the stream is reachable"
+        else:
+            hint = "; is it a complete video file?"
+        raise InputError(f"{src}: cannot be read as a video ({_err_text(exc)}){hint}") from None
