@@ -10,7 +10,7 @@ if [ -z "$py" ]; then
   if [ -n "${VIRTUAL_ENV:-}" ]; then py=python; elif [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python3; fi
 fi
 if ! "$py" -c "import vsr, torch" 2>/dev/null; then
-  echo "gpu_check: $py cannot import vsr and torch; install them first (see README.md, GPU section)" >&2
+  echo "gpu_check: $py cannot import vsr and torch; install them first (see docs/gpu.md)" >&2
   exit 2
 fi
 if ! "$py" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The version matrix (README: "Run the tests"; .ci/run runs it after the suite): does vsr install and run wherever its
+# The version matrix (README, "Quick start"; .ci/run runs it after the suite): does vsr install and run wherever its
 # metadata says it does?
 #
 # 1. Builds the sdist, then the wheel from that sdist (python -m build), as pip does for users.
@@ -58,6 +58,8 @@ SMOKE=(
   tests/test_precision.py::test_auto_costs_at_most_0_01_db_on_set5
   tests/test_bench.py::test_cli_json_and_plot
   tests/test_download.py
+  tests/test_api.py
+  tests/test_layout.py
 )
 
 find_python() { # $1 = 3.X: the first interpreter of that version that runs and has venv

@@ -41,7 +41,7 @@ def _onednn_forward(
 
 # oneDNN's convolution with ReLU as a post-op (conv, bias and ReLU in one pass over the output): what Inductor's
 # CPU fusion emits (torch/_inductor/fx_passes/mkldnn_fusion.py), registered by torch builds with oneDNN; looked
-# up, not assumed. Measured by bench/cpu_layers.py (README, Performance).
+# up, not assumed. Measured by bench/cpu_layers.py (docs/performance.md).
 _FUSED = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None) if _ONEDNN else None
 
 

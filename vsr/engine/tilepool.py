@@ -10,7 +10,7 @@ Why: with torch's threads spread over each tile, oneDNN splits every convolution
 threads and meets at a barrier after each; a thread the decoder or encoder delays holds the others up. One tile
 per thread needs no barriers. Measured on a 2-core Zen 4 (1080p frame, 256 tiles, bench/cpu_layers.py and
 an earlier A/B, round-robin medians): 9-5-5 0.772 -> 0.744, 0.797 -> 0.760, 0.855 -> 0.757 s; 9-1-5 0.359 -> 0.314,
-0.317 -> 0.300, but 0.283 -> 0.308 s once (README, Performance). The result is the
+0.317 -> 0.300, but 0.283 -> 0.308 s once (docs/performance.md). The result is the
 same byte for byte: oneDNN's output does not depend on its thread count (tests/test_engine.py).
 
 How: a worker sets its own OpenMP thread count to 1 with the runtime's `omp_set_num_threads`, which sets the
