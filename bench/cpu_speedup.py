@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ import av
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vsr.bench.report import cpu_name  # noqa: E402
+from vsr.bench.report import cpu_name, print_and_save  # noqa: E402
 from vsr.engine.precision import cpu_bf16  # noqa: E402
 
 FOOTAGE = ROOT.parent / "shared" / "data" / "videos" / "car-detection.mp4"
@@ -108,11 +107,7 @@ def main() -> None:
         "speedup_default": round(med["naive"] / med["vsr"], 3),
         "speedup_fp32": round(med["naive"] / med["vsr_fp32"], 3),
     }
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    print_and_save(doc, args.json)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `vsr upscale` sets it (see vsr.cli.common.passive_openmp)
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
 import statistics
@@ -38,7 +37,7 @@ import av
 import numpy as np
 import torch
 
-from vsr.bench.report import cpu_name
+from vsr.bench.report import cpu_name, print_and_save
 from vsr.engine.base import Upscaler
 from vsr.engine.precision import cpu_bf16
 from vsr.media.frames import plane_shapes
@@ -174,11 +173,7 @@ def main() -> None:
             "peak": round(max(samples), 1),
             "samples": len(samples),
         }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    print_and_save(result, args.json)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,10 @@ import torch
 
 from vsr.engine.base import Upscaler
 from vsr.errors import BackendError, InputError, UsageError
-from vsr.live.webcam import CameraSource, ViewState, WebcamOptions, check_display, compose, run_webcam, upscale_pair, view_size
+from vsr.live.capture import CameraSource
+from vsr.live.feed import upscale_pair
+from vsr.live.preview import ViewState, check_display, compose, view_size
+from vsr.live.webcam import WebcamOptions, run_webcam
 from vsr.media.frames import plane_shapes, read_planes
 from vsr.media.writer import EncoderOptions
 from vsr.model.srcnn import SRCNN, SRCNNConfig, load_weights, save_weights

@@ -5,7 +5,8 @@ Contract:
   `{"schema", "created", "command", "plan", "device": {"name", "type", versions...}, "peak": {...},
   "results": [row, ...], "quality": [...], "fp16_psnr_delta_db": largest |fp16 - fp32| Y-PSNR or null,
   "cpu_precision_psnr_delta_db"/"cpu_precision_psnr_delta_source" (CPU only, below)}`.
-  Nothing here prints; `progress(message)` says what runs now.
+  Nothing here prints (but `print_and_save`, the output of the scripts in bench/); `progress(message)` says what
+  runs now.
 - Model rows (`"stage": "model"`): one per backend x precision x model x resolution. The timed call is
   `Upscaler(y)` on a bicubic-sized float32 1 x 1 x sH x sW luma tensor already on the device (padding,
   tiles, clamp included; upload, bicubic and download are not). Warm-up first (1 call and 0.25 s on the CPU; 3 calls
@@ -337,6 +338,14 @@ def _matmul_s(n: int, dtype: torch.dtype, device: torch.device, min_repeats: int
 
 
 # ---------------------------------------------------------------- device description
+
+
+def print_and_save(doc: dict, path: Path | None) -> None:
+    """A bench script's result: printed as JSON, and written to `path` too (`write_json`; its folder made) when given."""
+    print(json.dumps(doc, indent=2))
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(doc, path)
 
 
 def cpu_name() -> str:

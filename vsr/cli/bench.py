@@ -9,13 +9,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vsr.cli.common import DeviceOpt, err_console, out_console, passive_openmp
+from vsr.cli.common import Opt, err_console, out_console, passive_openmp
 from vsr.errors import UsageError
 
 
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Fewer, smaller configurations: about a minute on 2 CPU cores.")] = False,
-    device: DeviceOpt = "auto",
+    device: Opt.Device = "auto",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the full report (JSON) to this file.")] = None,
     plot_out: Annotated[
         Path | None, typer.Option("--plot", help="Draw throughput per configuration (PSNR vs speed too with --eval) to this PNG.")

@@ -182,32 +182,38 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
-PrecisionOpt = Annotated[
-    Precision,
-    typer.Option(
-        help="auto: fp16 on a GPU; on a CPU with native bf16 (AVX512_BF16 or AMX) bf16 for the layers where it costs "
-        "at most 0.01 dB (measured per shipped model, vsr/model/weights/cpu_precision.json), fp32 elsewhere. "
-        "bf16: every layer (CPU). fp16: GPU only."
-    ),
-]
-WeightsOpt = Annotated[Path | None, typer.Option(help="SRCNN weights (.safetensors); default: shipped weights for --scale.")]
-ScaleOpt = Annotated[
-    int, typer.Option(help="Upscaling factor, 2-8. Shipped weights cover 2, 3 and 4; other factors need --weights FILE.")
-]
-ArchOpt = Annotated[
-    Arch,
-    typer.Option(
-        help="Shipped weights to use without --weights: 9-5-5 (best) or 9-1-5 (fastest), each for x2, x3, x4; "
-        "9-3-5 needs --weights FILE."
-    ),
-]
-DeviceOpt = Annotated[str, typer.Option(help="auto (GPU if any), cpu or cuda.")]
-EnsembleOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--ensemble/--no-ensemble",
-        help="Average SRCNN over the 8 flips/rotations (+0.1-0.2 dB, 8x the model's work). "
-        "Default: on for images, off for video.",
-        show_default=False,
-    ),
-]
+_PrecisionChoice, _ArchChoice = Precision, Arch
+
+
+class Opt:
+    """The option types several commands share, e.g. `scale: Opt.Scale = 2` (one help text each)."""
+
+    Precision = Annotated[
+        _PrecisionChoice,
+        typer.Option(
+            help="auto: fp16 on a GPU; on a CPU with native bf16 (AVX512_BF16 or AMX) bf16 for the layers where it costs "
+            "at most 0.01 dB (measured per shipped model, vsr/model/weights/cpu_precision.json), fp32 elsewhere. "
+            "bf16: every layer (CPU). fp16: GPU only."
+        ),
+    ]
+    Weights = Annotated[Path | None, typer.Option(help="SRCNN weights (.safetensors); default: shipped weights for --scale.")]
+    Scale = Annotated[
+        int, typer.Option(help="Upscaling factor, 2-8. Shipped weights cover 2, 3 and 4; other factors need --weights FILE.")
+    ]
+    Arch = Annotated[
+        _ArchChoice,
+        typer.Option(
+            help="Shipped weights to use without --weights: 9-5-5 (best) or 9-1-5 (fastest), each for x2, x3, x4; "
+            "9-3-5 needs --weights FILE."
+        ),
+    ]
+    Device = Annotated[str, typer.Option(help="auto (GPU if any), cpu or cuda.")]
+    Ensemble = Annotated[
+        bool | None,
+        typer.Option(
+            "--ensemble/--no-ensemble",
+            help="Average SRCNN over the 8 flips/rotations (+0.1-0.2 dB, 8x the model's work). "
+            "Default: on for images, off for video.",
+            show_default=False,
+        ),
+    ]

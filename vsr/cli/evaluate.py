@@ -9,33 +9,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vsr.cli.common import (
-    Arch,
-    ArchOpt,
-    DeviceOpt,
-    Precision,
-    PrecisionOpt,
-    ScaleOpt,
-    WeightsOpt,
-    check_scale,
-    load_upscaler,
-    out_console,
-)
+from vsr.cli.common import Arch, Opt, Precision, check_scale, load_upscaler, out_console
 
 
 def eval_cmd(
     data: Annotated[str, typer.Option(help="Ground-truth images: Set5, Set14 or a folder.")] = "Set5",
-    scale: ScaleOpt = 3,
-    weights: WeightsOpt = None,
-    arch: ArchOpt = Arch.a955,
-    device: DeviceOpt = "auto",
+    scale: Opt.Scale = 3,
+    weights: Opt.Weights = None,
+    arch: Opt.Arch = Arch.a955,
+    device: Opt.Device = "auto",
     ensemble: Annotated[
         bool,
         typer.Option(
             "--ensemble/--no-ensemble", help="Self-ensemble, as `vsr upscale` does for images (--no-ensemble: one pass)."
         ),
     ] = True,
-    precision: PrecisionOpt = Precision.auto,
+    precision: Opt.Precision = Precision.auto,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """PSNR/SSIM (Y, border shaved) of bicubic and SRCNN beside the paper's numbers."""

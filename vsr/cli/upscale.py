@@ -17,15 +17,10 @@ from rich.progress import (
 
 from vsr.cli.common import (
     Arch,
-    ArchOpt,
     Backend,
-    DeviceOpt,
-    EnsembleOpt,
+    Opt,
     PlainProgress,
     Precision,
-    PrecisionOpt,
-    ScaleOpt,
-    WeightsOpt,
     check_scale,
     err_console,
     live_display,
@@ -39,10 +34,10 @@ from vsr.errors import InputError, UsageError
 def upscale(
     src: Annotated[str, typer.Argument(help="Image, folder of images, video file, URL, or - (stdin).", show_default=False)],
     dst: Annotated[str, typer.Argument(help="Output image, folder, video file, or - for stdout.", show_default=False)],
-    scale: ScaleOpt = 2,
-    weights: WeightsOpt = None,
-    arch: ArchOpt = Arch.a955,
-    device: DeviceOpt = "auto",
+    scale: Opt.Scale = 2,
+    weights: Opt.Weights = None,
+    arch: Opt.Arch = Arch.a955,
+    device: Opt.Device = "auto",
     codec: Annotated[
         str,
         typer.Option(
@@ -61,9 +56,9 @@ def upscale(
     backend: Annotated[
         Backend, typer.Option(help="auto: tensorrt or compile on a GPU, eager on the CPU (images: always eager).")
     ] = Backend.auto,
-    precision: PrecisionOpt = Precision.auto,
+    precision: Opt.Precision = Precision.auto,
     hwaccel: Annotated[str | None, typer.Option(help="Hardware decoding, e.g. cuda (NVDEC); falls back to the CPU.")] = None,
-    ensemble: EnsembleOpt = None,
+    ensemble: Opt.Ensemble = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
     workers: Annotated[

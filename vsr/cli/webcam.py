@@ -8,19 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vsr.cli.common import (
-    Arch,
-    ArchOpt,
-    DeviceOpt,
-    Precision,
-    PrecisionOpt,
-    ScaleOpt,
-    WeightsOpt,
-    check_scale,
-    err_console,
-    load_upscaler,
-    passive_openmp,
-)
+from vsr.cli.common import Arch, Opt, Precision, check_scale, err_console, load_upscaler, passive_openmp
 from vsr.errors import UsageError
 
 
@@ -44,11 +32,11 @@ def webcam(
     source: Annotated[
         str, typer.Option(help="Camera index (0, 1, ...) or /dev/videoN, a video file, or a stream URL (rtsp://, http://, ...).")
     ] = "0",
-    scale: ScaleOpt = 2,
-    weights: WeightsOpt = None,
-    arch: ArchOpt = Arch.a955,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = Precision.auto,
+    scale: Opt.Scale = 2,
+    weights: Opt.Weights = None,
+    arch: Opt.Arch = Arch.a955,
+    device: Opt.Device = "auto",
+    precision: Opt.Precision = Precision.auto,
     view: Annotated[View, typer.Option(help="View at the start: side (bicubic | SRCNN), split, sr, bicubic.")] = View.side,
     window: Annotated[bool, typer.Option("--window/--no-window", help="Show the preview, or run the loop headless.")] = True,
     frames: Annotated[int | None, typer.Option(help="Stop after this many frames (shown, or processed headless).")] = None,

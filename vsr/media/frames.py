@@ -136,3 +136,61 @@ def plane_shapes(pix_fmt: str, width: int, height: int) -> tuple[tuple[int, int]
     fmt = av.VideoFormat(pix_fmt)
     chroma = (fmt.chroma_height(height), fmt.chroma_width(width))
     return ((height, width), chroma, chroma)
+
+
+class PictureMaker:
+    """Decoded frames -> `Picture`s of one working format, size, colour range and time base, all fixed by the first
+    frame (see the module contract): a frame of another pixel format is converted, one of another size scaled to the
+    first size (with a warning), and frames without timestamps are timed by the frame rate (with a warning)."""
+
+    def __init__(self, first: av.VideoFrame, stream_time_base, rate, src: str, warn: Warn):
+        self.work_fmt = working_format(first.format)
+        self.from_rgb = first.format.is_rgb  # RGB becomes studio-range BT.601 YUV, and is tagged so
+        self.colorspace = SPC_SMPTE170M if self.from_rgb else first.colorspace
+        if self.from_rgb:
+            self.color_range = RANGE_MPEG
+        else:
+            self.color_range = RANGE_JPEG if first.format.name.startswith("yuvj") else first.color_range
+        self.time_base = first.time_base or stream_time_base or Fraction(1, 90000)
+        self.size = (first.width, first.height)
+        self._rate, self._src, self._warn = rate, src, warn
+        self._warned: set[str] = set()
+
+    def picture(self, frame: av.VideoFrame, last: Picture | None, position: Callable[[], str]) -> Picture:
+        """`frame` as a `Picture`; `last` is the picture before it, `position` says where the input is (for warnings)."""
+        pts = self._timestamp(frame, last)
+        if (frame.width, frame.height) != self.size:
+            if self._warn_once("resize"):
+                self._warn(
+                    f"{self._src}: the picture size changes from {self.size[0]}x{self.size[1]} to "
+                    f"{frame.width}x{frame.height} at {position()}; later frames are scaled to the first size"
+                )
+            frame = self._convert(frame)
+        elif _FULL_RANGE_ALIASES.get(frame.format.name, frame.format.name) != self.work_fmt:
+            frame = self._convert(frame)
+        return Picture(planes=read_planes(frame), pts=pts, time_base=self.time_base)
+
+    def _convert(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """Reformat (and rescale, if the size changed mid-stream) to the working format, keeping the range."""
+        width, height = self.size
+        if frame.format.is_rgb:
+            return frame.reformat(width, height, self.work_fmt, dst_colorspace="ITU601", dst_color_range=RANGE_MPEG)
+        rng = RANGE_JPEG if frame.format.name.startswith("yuvj") else (frame.color_range or None)
+        return frame.reformat(width, height, self.work_fmt, src_color_range=rng, dst_color_range=rng)
+
+    def _timestamp(self, frame: av.VideoFrame, last: Picture | None) -> int:
+        pts = frame.pts if frame.pts is not None else frame.dts
+        if pts is not None:
+            tb = frame.time_base or self.time_base
+            return pts if tb == self.time_base else round(pts * tb / self.time_base)
+        if self._warn_once("pts"):
+            self._warn(f"{self._src}: the input has no timestamps; frames are timed by the frame rate")
+        if last is None:
+            return 0
+        return last.pts + max(1, round(1 / (Fraction(self._rate) * self.time_base)))
+
+    def _warn_once(self, key: str) -> bool:
+        if key in self._warned:
+            return False
+        self._warned.add(key)
+        return True

@@ -27,18 +27,13 @@ import av
 
 from vsr.errors import InputError
 from vsr.media.frames import (
-    _FULL_RANGE_ALIASES,
     NATIVE_FORMATS,
-    RANGE_JPEG,
-    RANGE_MPEG,
-    SPC_SMPTE170M,
     Picture,
+    PictureMaker,
     VideoInfo,
     Warn,
-    read_planes,
-    working_format,
 )
-from vsr.media.source import _METADATA_OPTIONS, _announced_duration_s, _err_text, _open_input
+from vsr.media.source import _METADATA_OPTIONS, InputStreams, _announced_duration_s, _err_text
 
 
 class SegmentError(InputError):
@@ -47,7 +42,8 @@ class SegmentError(InputError):
 
 
 class VideoReader:
-    """Demuxes and decodes the first video stream of `src`; see the module contract."""
+    """Demuxes and decodes the first video stream of `src`; see the module contract. The input and its streams are
+    an `InputStreams` (`vsr.media.source`), the pictures come from a `PictureMaker` set up by the first frame."""
 
     def __init__(
         self,
@@ -60,66 +56,33 @@ class VideoReader:
     ):
         self.src = str(src)
         self._warn = warn
-        self._live = live
-        self._hwaccel = hwaccel
-        self._container, self._hw_attached = _open_input(self.src, fmt, hwaccel, warn, hwaccel_device)
+        self._streams = InputStreams(self.src, fmt, warn, live, hwaccel, hwaccel_device)
+        self._container = self._streams.container
+        self.video, self.passthrough, self.attachments = self._streams.video, self._streams.passthrough, self._streams.attachments
+        self.frames_read = 0
+        self._skipped_packets = 0
+        self._last: Picture | None = None
+        self._maker: PictureMaker | None = None
         try:
-            self._setup()
+            self._items = self._demux_decode()
+            self._pending: deque = deque()
+            for item in self._items:
+                self._pending.append(item)
+                if isinstance(item, Picture):
+                    break
+            else:
+                raise InputError(
+                    f"{self.src}: no video frame could be decoded; the file is damaged or its codec is not supported"
+                )
+            self.info = self._make_info(self._first_frame)
+            self.hwaccel_active = self._streams.hwaccel_in_use()
+            del self._first_frame
         except BaseException:
             self.close()
             raise
 
-    def _setup(self) -> None:
-        c = self._container
-        videos = [s for s in c.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
-        if not videos:
-            kinds = ", ".join(sorted({s.type for s in c.streams})) or "no streams"
-            raise InputError(f"{self.src}: has no video stream ({kinds}); give a video file")
-        self.video = videos[0]
-        self.video.thread_type = "SLICE" if self._live else "AUTO"  # frame threads delay output by a frame each
-        self.passthrough = [s for s in c.streams if s.type in ("audio", "subtitle", "data")]
-        self.attachments = [s for s in c.streams if s.type == "attachment"]
-        self.frames_read = 0
-        self._skipped_packets = 0
-        self._warned: set[str] = set()
-        self._last: Picture | None = None
-        self._items = self._demux_decode()
-        self._pending: deque = deque()
-        for item in self._items:
-            self._pending.append(item)
-            if isinstance(item, Picture):
-                break
-        else:
-            raise InputError(f"{self.src}: no video frame could be decoded; the file is damaged or its codec is not supported")
-        self.info = self._make_info(self._first_frame)
-        self.hwaccel_active = self._hwaccel_in_use()
-        del self._first_frame
-
-    def _hwaccel_in_use(self) -> bool:
-        """After the first frame: whether the video really decodes on the device `hwaccel` named; warns once if not.
-
-        `CodecContext.is_hwaccel` is only True when PyAV found a hardware config for the codec and created the
-        device (av/video/codeccontext.py, `VideoCodecContext._init`: a codec without one, e.g. FFV1, is opened
-        for software decoding, silently). Even then the decoder may fall back to software (an unsupported
-        profile or size: `_get_hw_format` returns `sw_pix_fmt` with allow_software_fallback), so the pixel
-        format the decoder chose (`codec_context.pix_fmt`, e.g. "cuda" for NVDEC) is compared with the codec's
-        hardware formats as well."""
-        if not self._hwaccel:
-            return False
-        ctx = self.video.codec_context
-        hw_formats = {cfg.format.name for cfg in ctx.codec.hardware_configs if cfg.format is not None}
-        if not ctx.is_hwaccel:
-            why = f"FFmpeg's {ctx.name} decoder has no {self._hwaccel} support"
-        elif ctx.pix_fmt not in hw_formats:
-            why = "the hardware decoder refused this stream (profile, size or bit depth) and software took over"
-        else:
-            return True
-        if self._hw_attached:  # else _open_input has already said that the device is not there
-            self._warn(f"hardware decoding ({self._hwaccel}) is not used: {why}; decoding on the CPU")
-        return False
-
     def _make_info(self, frame: av.VideoFrame) -> VideoInfo:
-        s, c = self.video, self._container
+        s, c, m = self.video, self._container, self._maker
         rate = s.average_rate or s.guessed_rate or None
         duration_s = float(s.duration * s.time_base) if s.duration and s.time_base else None
         if duration_s is None and c.duration:
@@ -128,14 +91,14 @@ class VideoReader:
         return VideoInfo(
             width=frame.width,
             height=frame.height,
-            pix_fmt=self._work_fmt,
-            bits=NATIVE_FORMATS[self._work_fmt][1],
-            color_range=self._color_range,
-            colorspace=self._colorspace,
+            pix_fmt=m.work_fmt,
+            bits=NATIVE_FORMATS[m.work_fmt][1],
+            color_range=m.color_range,
+            colorspace=m.colorspace,
             color_primaries=frame.color_primaries,
             color_trc=frame.color_trc,
             rotation=int(frame.rotation or 0),
-            time_base=self._time_base,
+            time_base=m.time_base,
             rate=Fraction(rate) if rate else None,
             frames=frames or None,
             duration_s=duration_s,
@@ -144,17 +107,14 @@ class VideoReader:
 
     @property
     def metadata(self) -> dict[str, str]:
-        return dict(self._container.metadata)
+        return self._streams.metadata
 
     @property
     def format_name(self) -> str:
-        return self._container.format.name
+        return self._streams.format_name
 
     def chapters(self) -> list:
-        try:
-            return self._container.chapters()
-        except (av.FFmpegError, AttributeError, ValueError):
-            return []
+        return self._streams.chapters()
 
     def read(self) -> Iterator[Picture | av.Packet]:
         """Pictures and passthrough packets in demux order, ending where the input ends or breaks."""
@@ -246,57 +206,14 @@ class VideoReader:
             yield self._picture(frame)
 
     def _picture(self, frame: av.VideoFrame) -> Picture:
-        if self._last is None:  # the first frame fixes the format, size and colour of the whole output
+        if self._maker is None:  # the first frame fixes the format, size and colour of the whole output
             self._first_frame = frame
-            self._work_fmt = working_format(frame.format)
-            self._from_rgb = frame.format.is_rgb  # RGB becomes studio-range BT.601 YUV, and is tagged so
-            self._colorspace = SPC_SMPTE170M if self._from_rgb else frame.colorspace
-            if self._from_rgb:
-                self._color_range = RANGE_MPEG
-            else:
-                self._color_range = RANGE_JPEG if frame.format.name.startswith("yuvj") else frame.color_range
-            self._time_base = frame.time_base or self.video.time_base or Fraction(1, 90000)
-            self._size = (frame.width, frame.height)
-        pts = self._timestamp(frame)
-        if (frame.width, frame.height) != self._size:
-            if self._warn_once("resize"):
-                self._warn(
-                    f"{self.src}: the picture size changes from {self._size[0]}x{self._size[1]} to "
-                    f"{frame.width}x{frame.height} at {self._position()}; later frames are scaled to the first size"
-                )
-            frame = self._convert(frame)
-        elif _FULL_RANGE_ALIASES.get(frame.format.name, frame.format.name) != self._work_fmt:
-            frame = self._convert(frame)
-        pic = Picture(planes=read_planes(frame), pts=pts, time_base=self._time_base)
+            rate = self.video.average_rate or self.video.guessed_rate or 25
+            self._maker = PictureMaker(frame, self.video.time_base, rate, self.src, self._warn)
+        pic = self._maker.picture(frame, self._last, self._position)
         self._last = pic
         self.frames_read += 1
         return pic
-
-    def _convert(self, frame: av.VideoFrame) -> av.VideoFrame:
-        """Reformat (and rescale, if the size changed mid-stream) to the working format, keeping the range."""
-        width, height = self._size
-        if frame.format.is_rgb:
-            return frame.reformat(width, height, self._work_fmt, dst_colorspace="ITU601", dst_color_range=RANGE_MPEG)
-        rng = RANGE_JPEG if frame.format.name.startswith("yuvj") else (frame.color_range or None)
-        return frame.reformat(width, height, self._work_fmt, src_color_range=rng, dst_color_range=rng)
-
-    def _timestamp(self, frame: av.VideoFrame) -> int:
-        pts = frame.pts if frame.pts is not None else frame.dts
-        if pts is not None:
-            tb = frame.time_base or self._time_base
-            return pts if tb == self._time_base else round(pts * tb / self._time_base)
-        if self._warn_once("pts"):
-            self._warn(f"{self.src}: the input has no timestamps; frames are timed by the frame rate")
-        if self._last is None:
-            return 0
-        rate = self.video.average_rate or self.video.guessed_rate or 25
-        return self._last.pts + max(1, round(1 / (Fraction(rate) * self._time_base)))
-
-    def _warn_once(self, key: str) -> bool:
-        if key in self._warned:
-            return False
-        self._warned.add(key)
-        return True
 
     def _position(self) -> str:
         if self._last is None:
@@ -318,7 +235,4 @@ class VideoReader:
             )
 
     def close(self) -> None:
-        try:
-            self._container.close()
-        except (av.FFmpegError, OSError):
-            pass
+        self._streams.close()

@@ -8,7 +8,7 @@ measurement (nothing here has run on a GPU):
 - The saving is small: at x3 the input is 1/9 of the output, whose download to the encoder stays; the two
   copies saved are ~2/11 of the PCIe traffic, on copy engines that already overlap compute (`vsr.engine.gpu`).
 - Hardware frames belong to the decoder's fixed surface pool. The pipeline queues up to 16 decoded frames
-  ahead of the SR stage (`vsr.pipeline.video.QUEUE_SIZE`), which would hold the pool's surfaces and stall NVDEC
+  ahead of the SR stage (`vsr.pipeline.stages.QUEUE_SIZE`), which would hold the pool's surfaces and stall NVDEC
   unless the pool grew with it (`extra_hw_frames`), and the copy a frame needs before its surface returns to
   the decoder would move onto the SR stage's critical path.
 - It would need its own stream discipline: PyAV's `__dlpack__` refuses any stream argument (the decoder's work
@@ -130,3 +130,78 @@ def _open_input_with(src: str, fmt: str | None, extra: dict, raw_errors: bool = 
         else:
             hint = "; is it a complete video file?"
         raise InputError(f"{src}: cannot be read as a video ({_err_text(exc)}){hint}") from None
+
+
+class InputStreams:
+    """An input opened for decoding (see the module contract): its container, the video stream vsr decodes (the first
+    that is not cover art; slice threads only when `live`, else frame and slice threads), the streams copied untouched
+    (audio, subtitle, data), the attachments, metadata and chapters; after the first frame, `hwaccel_in_use` says
+    whether the hardware decoder asked for really decodes it."""
+
+    def __init__(
+        self,
+        src: str,
+        fmt: str | None,
+        warn: Warn,
+        live: bool = False,
+        hwaccel: str | None = None,
+        hwaccel_device: int | None = None,
+    ):
+        self.src, self._warn, self._hwaccel = src, warn, hwaccel
+        self.container, self._hw_attached = _open_input(src, fmt, hwaccel, warn, hwaccel_device)
+        try:
+            c = self.container
+            videos = [s for s in c.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+            if not videos:
+                kinds = ", ".join(sorted({s.type for s in c.streams})) or "no streams"
+                raise InputError(f"{src}: has no video stream ({kinds}); give a video file")
+        except BaseException:
+            self.close()
+            raise
+        self.video = videos[0]
+        self.video.thread_type = "SLICE" if live else "AUTO"  # frame threads delay output by a frame each
+        self.passthrough = [s for s in c.streams if s.type in ("audio", "subtitle", "data")]
+        self.attachments = [s for s in c.streams if s.type == "attachment"]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self.container.metadata)
+
+    @property
+    def format_name(self) -> str:
+        return self.container.format.name
+
+    def chapters(self) -> list:
+        try:
+            return self.container.chapters()
+        except (av.FFmpegError, AttributeError, ValueError):
+            return []
+
+    def hwaccel_in_use(self) -> bool:
+        """After the first frame: whether the video really decodes on the device `hwaccel` named; warns once if not.
+
+        `CodecContext.is_hwaccel` is only True when PyAV found a hardware config for the codec and created the
+        device (av/video/codeccontext.py, `VideoCodecContext._init`: a codec without one, e.g. FFV1, is opened
+        for software decoding, silently). Even then the decoder may fall back to software (an unsupported
+        profile or size: `_get_hw_format` returns `sw_pix_fmt` with allow_software_fallback), so the pixel
+        format the decoder chose (`codec_context.pix_fmt`, e.g. "cuda" for NVDEC) is compared with the codec's
+        hardware formats as well."""
+        if not self._hwaccel:
+            return False
+        ctx = self.video.codec_context
+        hw_formats = {cfg.format.name for cfg in ctx.codec.hardware_configs if cfg.format is not None}
+        if not ctx.is_hwaccel:
+            why = f"FFmpeg's {ctx.name} decoder has no {self._hwaccel} support"
+        elif ctx.pix_fmt not in hw_formats:
+            why = "the hardware decoder refused this stream (profile, size or bit depth) and software took over"
+        else:
+            return True
+        if self._hw_attached:  # else _open_input has already said that the device is not there
+            self._warn(f"hardware decoding ({self._hwaccel}) is not used: {why}; decoding on the CPU")
+        return False
+
+    def close(self) -> None:
+        try:
+            self.container.close()
+        except (av.FFmpegError, OSError):
+            pass

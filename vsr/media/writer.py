@@ -202,7 +202,7 @@ class VideoWriter:
         if self._sar:
             ctx.sample_aspect_ratio = self._sar
         if reader is not None:
-            self._copy_from_reader(reader, warn)
+            self._map = copy_input(self._container, stream, reader, self.label, warn)
         try:
             if self._template is None:
                 ctx.open()
@@ -223,49 +223,6 @@ class VideoWriter:
                 f"{self.label}: cannot write the {out.format.name} header: {_err_text(exc)}; "
                 "check the folder is writable, or write a .mkv file"
             ) from None
-
-    def _copy_from_reader(self, reader: VideoReader, warn: Warn) -> None:
-        """Container and stream metadata, sample aspect ratio, passthrough streams, attachments and chapters."""
-        out, stream = self._container, self.stream
-        out.metadata.update(_clean_tags(reader.metadata))
-        if reader.video.sample_aspect_ratio:
-            stream.codec_context.sample_aspect_ratio = reader.video.sample_aspect_ratio
-        stream.metadata.update(_clean_tags(dict(reader.video.metadata)))
-        _copy_disposition(reader.video, stream)
-        for src in reader.passthrough:
-            if src.type == "data" and (src.codec_context is None or out.format.name not in reader.format_name.split(",")):
-                warn(f"data stream #{src.index} is not copied: its codec is unknown or it cannot move to {out.format.name}")
-                continue
-            try:
-                dup = out.add_stream_from_template(src)
-            except (ValueError, av.FFmpegError) as exc:
-                raise OutputError(
-                    f"{self.label}: the {out.format.name} format cannot hold {src.type} stream #{src.index} "
-                    f"({_err_text(exc)}); write a .mkv file instead"
-                ) from None
-            dup.metadata.update(_clean_tags(dict(src.metadata)))
-            _copy_disposition(src, dup)
-            self._map[src.index] = dup
-        self._copy_attachments(reader, warn)
-        chapters = reader.chapters()
-        if chapters:
-            try:
-                out.set_chapters(chapters)
-            except (av.FFmpegError, AttributeError, ValueError, TypeError):
-                warn(f"the input's {len(chapters)} chapter(s) could not be copied to {out.format.name}")
-
-    def _copy_attachments(self, reader: VideoReader, warn: Warn) -> None:
-        if not reader.attachments:
-            return
-        if "matroska" not in self._container.format.name:
-            warn(f"{len(reader.attachments)} attachment(s) (e.g. fonts) are not copied: only .mkv can hold them")
-            return
-        for att in reader.attachments:
-            name = att.metadata.get("filename") or f"attachment{att.index}"
-            try:
-                self._container.add_attachment(name, att.mimetype or "application/octet-stream", att.data)
-            except (av.FFmpegError, ValueError, AttributeError) as exc:
-                warn(f"attachment {name} is not copied ({_err_text(exc)})")
 
     def write(self, pic: Picture) -> None:
         """Encode one picture (planes in the reader's pix_fmt, output size) with its own pts."""
@@ -336,6 +293,56 @@ class VideoWriter:
             self._container.close()
         except (av.FFmpegError, OSError, ValueError):
             pass
+
+
+def copy_input(out: av.container.OutputContainer, stream, reader: VideoReader, label: str, warn: Warn) -> dict:
+    """Into `out`, of `reader`'s input: container and video stream metadata, sample aspect ratio and disposition (on
+    `stream`), the passthrough streams, attachments and chapters. Returns {input stream index: output stream} of the
+    streams whose packets `VideoWriter.mux` copies. A stream the format cannot hold is an `OutputError`; what can be
+    left out without losing the video (a data stream of an unknown codec, attachments outside Matroska, chapters
+    the muxer refuses) is said through `warn`."""
+    copied = {}
+    out.metadata.update(_clean_tags(reader.metadata))
+    if reader.video.sample_aspect_ratio:
+        stream.codec_context.sample_aspect_ratio = reader.video.sample_aspect_ratio
+    stream.metadata.update(_clean_tags(dict(reader.video.metadata)))
+    _copy_disposition(reader.video, stream)
+    for src in reader.passthrough:
+        if src.type == "data" and (src.codec_context is None or out.format.name not in reader.format_name.split(",")):
+            warn(f"data stream #{src.index} is not copied: its codec is unknown or it cannot move to {out.format.name}")
+            continue
+        try:
+            dup = out.add_stream_from_template(src)
+        except (ValueError, av.FFmpegError) as exc:
+            raise OutputError(
+                f"{label}: the {out.format.name} format cannot hold {src.type} stream #{src.index} "
+                f"({_err_text(exc)}); write a .mkv file instead"
+            ) from None
+        dup.metadata.update(_clean_tags(dict(src.metadata)))
+        _copy_disposition(src, dup)
+        copied[src.index] = dup
+    _copy_attachments(out, reader, warn)
+    chapters = reader.chapters()
+    if chapters:
+        try:
+            out.set_chapters(chapters)
+        except (av.FFmpegError, AttributeError, ValueError, TypeError):
+            warn(f"the input's {len(chapters)} chapter(s) could not be copied to {out.format.name}")
+    return copied
+
+
+def _copy_attachments(out: av.container.OutputContainer, reader: VideoReader, warn: Warn) -> None:
+    if not reader.attachments:
+        return
+    if "matroska" not in out.format.name:
+        warn(f"{len(reader.attachments)} attachment(s) (e.g. fonts) are not copied: only .mkv can hold them")
+        return
+    for att in reader.attachments:
+        name = att.metadata.get("filename") or f"attachment{att.index}"
+        try:
+            out.add_attachment(name, att.mimetype or "application/octet-stream", att.data)
+        except (av.FFmpegError, ValueError, AttributeError) as exc:
+            warn(f"attachment {name} is not copied ({_err_text(exc)})")
 
 
 def _open_output(dst: str, fmt: str | None, label: str) -> av.container.OutputContainer:

@@ -29,7 +29,6 @@ Contract:
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -46,14 +45,12 @@ from vsr.media.reader import VideoReader
 from vsr.media.resize import imresize, output_length
 from vsr.media.source import is_url
 from vsr.media.writer import EncoderOptions, VideoWriter
+from vsr.pipeline.gpu_stage import GpuStage
+from vsr.pipeline.stages import END, Stages
 from vsr.signals import check as check_stop
 
 YUpscaler = Callable[[torch.Tensor], torch.Tensor]
 Progress = Callable[[dict], None]
-
-QUEUE_SIZE = 16  # items (frames or passthrough packets) per queue
-JOIN_TIMEOUT_S = 10.0
-_END = object()
 
 
 @dataclass(frozen=True)
@@ -207,8 +204,8 @@ def upscale_video(
     return summary
 
 
-class _Run:
-    """The three stage threads, their queues, counters and first error."""
+class _Run(GpuStage, Stages):
+    """One `upscale_video` run: what the decode, SR (CPU here, CUDA in `GpuStage`) and encode stages do."""
 
     def __init__(
         self,
@@ -222,125 +219,32 @@ class _Run:
         self.reader, self.writer = reader, writer
         self.scale, self.upscaler, self.shapes, self.peak = scale, upscaler, shapes, peak
         self.device = getattr(upscaler, "device", "cpu") if upscaler is not None else "cpu"
-        self.decoded: queue.Queue = queue.Queue(QUEUE_SIZE)
-        self.upscaled: queue.Queue = queue.Queue(QUEUE_SIZE)
-        self.stop = threading.Event()
-        self.finished = threading.Event()
         self.frames_sr = 0
         self.last_time_s: float | None = None
-        self.error: BaseException | None = None
-        self.started = False
-        # Stage counters (seconds, frames), each written only by its own stage's thread; see `stage_figures`.
-        self.busy_s = {"decode": 0.0, "sr": 0.0, "encode": 0.0}
-        self.wait_in_s = {"decode": 0.0, "sr": 0.0, "encode": 0.0}
-        self.wait_out_s = {"decode": 0.0, "sr": 0.0, "encode": 0.0}
-        self.frames_stage = {"decode": 0, "sr": 0, "encode": 0}
-        self.fill_sum = {"decoded": 0, "upscaled": 0}
-        self.fill_samples = {"decoded": 0, "upscaled": 0}
-        self._lock = threading.Lock()
-        self.threads = [
-            threading.Thread(target=self._stage, args=(self._decode,), name="vsr-decode", daemon=True),
-            threading.Thread(target=self._stage, args=(self._upscale,), name="vsr-sr", daemon=True),
-            threading.Thread(target=self._stage, args=(self._encode,), name="vsr-encode", daemon=True),
-        ]
-
-    def start(self) -> None:
-        self.started = True
-        for t in self.threads:
-            t.start()
-
-    def alive(self) -> bool:
-        return any(t.is_alive() for t in self.threads)
-
-    def join(self) -> None:
-        deadline = time.monotonic() + JOIN_TIMEOUT_S
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def _stage(self, body: Callable[[], None]) -> None:
-        try:
-            body()
-        except BaseException as exc:  # noqa: BLE001 - any failure, Ctrl-C included, goes to the caller
-            with self._lock:
-                if self.error is None:
-                    self.error = exc
-            self.stop.set()
-            self.finished.set()
-
-    def stage_figures(self, elapsed_s: float) -> dict:
-        """Per-stage busy time, waits, fps and utilisation, and mean queue fill (see the module contract)."""
-        figures: dict = {}
-        for name, busy_s in self.busy_s.items():
-            frames = self.frames_stage[name]
-            figures[name] = {
-                "frames": frames,
-                "busy_s": busy_s,
-                "wait_in_s": self.wait_in_s[name],
-                "wait_out_s": self.wait_out_s[name],
-                "fps": frames / busy_s if busy_s > 0 else None,
-                "utilisation": busy_s / elapsed_s if elapsed_s > 0 else None,
-            }
-        for name in ("decoded", "upscaled"):
-            n = self.fill_samples[name]
-            figures[name] = {"capacity": QUEUE_SIZE, "mean_fill": self.fill_sum[name] / n if n else None}
-        return figures
-
-    def _put(self, q: queue.Queue, item: object, stage: str) -> bool:
-        t0 = time.perf_counter()
-        try:
-            while not self.stop.is_set():
-                try:
-                    q.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-        finally:
-            self.wait_out_s[stage] += time.perf_counter() - t0
-
-    def _get(self, q: queue.Queue, stage: str, queue_name: str) -> object:
-        self.fill_sum[queue_name] += q.qsize()
-        self.fill_samples[queue_name] += 1
-        t0 = time.perf_counter()
-        try:
-            while not self.stop.is_set():
-                try:
-                    return q.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-            return _END
-        finally:
-            self.wait_in_s[stage] += time.perf_counter() - t0
+        super().__init__()
 
     def _decode(self) -> None:
         try:
             items = iter(self.reader.read())
             while True:
                 t0 = time.perf_counter()
-                item = next(items, _END)
+                item = next(items, END)
                 self.busy_s["decode"] += time.perf_counter() - t0
-                if item is _END:
+                if item is END:
                     break
                 if isinstance(item, Picture):
                     self.frames_stage["decode"] += 1
                 if not self._put(self.decoded, item, "decode"):
                     return
-            self._put(self.decoded, _END, "decode")
+            self._put(self.decoded, END, "decode")
         finally:
             self.reader.close()
-
-    def _uses_gpu(self) -> bool:
-        return getattr(self.device, "type", self.device) == "cuda" and self.upscaler is not None
 
     def _upscale(self) -> None:
         if self._uses_gpu():
             self._upscale_gpu()
             return
-        while (item := self._get(self.decoded, "sr", "decoded")) is not _END:
+        while (item := self._get(self.decoded, "sr", "decoded")) is not END:
             if isinstance(item, Picture):
                 t0 = time.perf_counter()
                 planes = upscale_planes(item.planes, self.scale, self.upscaler, self.peak, self.shapes, self.device)
@@ -351,69 +255,12 @@ class _Run:
             if not self._put(self.upscaled, item, "sr"):
                 return
         if not self.stop.is_set():
-            self._put(self.upscaled, _END, "sr")
-
-    def _gpu_frames(self, first: Picture):
-        """The `vsr.engine.gpu.GpuFrames` for frames shaped like `first`, with this thread on the upscaler's device
-        (the current CUDA device is per thread: without this, cuda:N would allocate streams and buffers on
-        cuda:0). Tests replace this method to run the loop below on a simulated GPU."""
-        from vsr.engine.gpu import GpuFrames
-
-        torch.cuda.set_device(self.device)
-        in_shapes = tuple(p.shape for p in first.planes)
-        return GpuFrames(self.upscaler, self.scale, self.peak, in_shapes, self.shapes, first.planes[0].dtype)
-
-    def _upscale_gpu(self) -> None:
-        """The SR stage on CUDA: up to `len(gpu.slots)` frames in flight (`vsr.engine.gpu.GpuFrames`), the oldest
-        result taken when all slots are busy; items leave in the order they came, passthrough packets included."""
-        from collections import deque
-
-        gpu = None
-        pending: deque = deque()  # (ticket or None, item), oldest first
-
-        def emit_oldest() -> bool:
-            ticket, item = pending.popleft()
-            if ticket is not None:
-                t0 = time.perf_counter()
-                item = Picture(planes=gpu.result(ticket), pts=item.pts, time_base=item.time_base)
-                self.busy_s["sr"] += time.perf_counter() - t0
-                self.frames_sr += 1
-                self.frames_stage["sr"] += 1
-            return self._put(self.upscaled, item, "sr")
-
-        from vsr.engine.gpu import gpu_failure
-
-        try:
-            while (item := self._get(self.decoded, "sr", "decoded")) is not _END:
-                ticket = None
-                if isinstance(item, Picture):
-                    if gpu is None:
-                        gpu = self._gpu_frames(item)
-                    while sum(t is not None for t, _ in pending) >= len(gpu.slots):
-                        if not emit_oldest():
-                            return
-                    t0 = time.perf_counter()
-                    ticket = gpu.submit(item.planes)
-                    self.busy_s["sr"] += time.perf_counter() - t0
-                pending.append((ticket, item))
-                while pending and pending[0][0] is None:  # packets ahead of any frame in flight go on at once
-                    if not emit_oldest():
-                        return
-            while pending:
-                if not emit_oldest():
-                    return
-            if not self.stop.is_set():
-                self._put(self.upscaled, _END, "sr")
-        except RuntimeError as exc:  # CUDA, cuDNN, TensorRT: one line, not a traceback from this thread
-            raise gpu_failure(exc) from exc
-        finally:
-            if gpu is not None:
-                gpu.drain()  # after an error, copies may still be in flight into buffers about to be freed
+            self._put(self.upscaled, END, "sr")
 
     def _encode(self) -> None:
         done = False
         try:
-            while (item := self._get(self.upscaled, "encode", "upscaled")) is not _END:
+            while (item := self._get(self.upscaled, "encode", "upscaled")) is not END:
                 t0 = time.perf_counter()
                 if isinstance(item, Picture):
                     self.writer.write(item)
