@@ -182,14 +182,11 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
-_PrecisionChoice, _ArchChoice = Precision, Arch
-
-
 class Opt:
     """The option types several commands share, e.g. `scale: Opt.Scale = 2` (one help text each)."""
 
     Precision = Annotated[
-        _PrecisionChoice,
+        Precision,  # the enum above: a class body binds its name only after the right side ran
         typer.Option(
             help="auto: fp16 on a GPU; on a CPU with native bf16 (AVX512_BF16 or AMX) bf16 for the layers where it costs "
             "at most 0.01 dB (measured per shipped model, vsr/model/weights/cpu_precision.json), fp32 elsewhere. "
@@ -201,7 +198,7 @@ class Opt:
         int, typer.Option(help="Upscaling factor, 2-8. Shipped weights cover 2, 3 and 4; other factors need --weights FILE.")
     ]
     Arch = Annotated[
-        _ArchChoice,
+        Arch,
         typer.Option(
             help="Shipped weights to use without --weights: 9-5-5 (best) or 9-1-5 (fastest), each for x2, x3, x4; "
             "9-3-5 needs --weights FILE."
