@@ -60,7 +60,7 @@ def test_sdist_and_wheel_carry_the_shipped_files(dist):
         assert name in in_sdist, name
         assert name in in_wheel, name
     assert "Name: vsr-srcnn" in meta and f"Version: {__version__}" in meta and "Requires-Python: >=3.10" in meta
-    assert "vsr = vsr.cli:main" in entry_points
+    assert "vsr = vsr.__main__:main" in entry_points
     assert not any(n.startswith(("tests/", "bench/", "weights/")) for n in in_wheel)
 
 

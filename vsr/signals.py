@@ -21,6 +21,10 @@ Contract:
   together (training's checkpoint, weights and log of one epoch). Main thread only, like the handler.
 - `with held():` holds signals the same way but does not raise them when the block ends: clean-up that runs
   while a stop is already unwinding the run (worker pools) must finish, and must not raise a second time.
+- `install_early()` (the entry point calls it first, before importing the CLI) ends the process at once, with one line
+  and `exit_code(signum)`, on a stop signal that arrives before `install()`: nothing is open or written yet, so
+  there is nothing to clean up, and Python's default (a KeyboardInterrupt traceback from inside an import) is not
+  what a user should see. Signals the launcher ignored stay ignored, as with `install()`.
 - `check()` raises a stop that arrived but was swallowed: Python runs signal handlers wherever the main
   thread is, and a callback that C code calls (OpenCV's mouse callback inside `cv2.waitKey`) may discard
   the exception. The main loops (video pipeline, webcam, training steps, image folders) call it, so such
@@ -29,6 +33,7 @@ Contract:
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -117,9 +122,32 @@ def install() -> list[int]:
     for signum in STOP_SIGNALS:
         if signal.getsignal(signum) is signal.SIG_IGN:
             continue
-        _previous.setdefault(signum, signal.getsignal(signum))
+        previous = signal.getsignal(signum)
+        if previous is _exit_now:  # install_early's: after the CLI, Python's own behaviour again
+            previous = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        _previous.setdefault(signum, previous)
         signal.signal(signum, _handler)
         handled.append(signum)
     _acknowledged.clear()
     _state["pending"] = None
     return handled
+
+
+def _exit_now(signum: int, frame) -> None:
+    name = signal.Signals(signum).name
+    os.write(2, f"vsr: interrupted{'' if name == 'SIGINT' else ' by ' + name} while starting; nothing was written\n".encode())
+    os._exit(exit_code(signum))
+
+
+def install_early() -> None:
+    """Until `install()`: a stop signal ends the process at once with one line (see the contract)."""
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _exit_now)
+
+
+def settle() -> None:
+    """The command has ended: ignore stop signals while the interpreter shuts down (see vsr.__main__)."""
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_IGN)
