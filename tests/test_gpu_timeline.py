@@ -39,26 +39,28 @@ class _OnComputeStream:
         return self.inner(y)
 
 
-def _frames(dtype, peak):
+def _frames(dtype, peak, in_shapes=IN_SHAPES):
     rng = np.random.default_rng(7)
-    return [tuple(rng.integers(0, peak + 1, s).astype(dtype) for s in IN_SHAPES) for _ in range(FRAMES)]
+    return [tuple(rng.integers(0, peak + 1, s).astype(dtype) for s in in_shapes) for _ in range(FRAMES)]
 
 
-def _run(durations: dict[str, float], dtype=np.uint8, peak=255):
+def _run(durations: dict[str, float], dtype=np.uint8, peak=255, alpha=False):
     """Drive GpuFrames as the pipeline does (a FIFO of tickets; the oldest result is taken when every slot is
     in flight). Returns (fake, per-frame completion times, outputs, inputs, upscaler)."""
+    in_shapes = (*IN_SHAPES, IN_SHAPES[0]) if alpha else IN_SHAPES
+    out_shapes = (*OUT_SHAPES, OUT_SHAPES[0]) if alpha else OUT_SHAPES
     itemsize = np.dtype(dtype).itemsize
     frame_bytes = {
-        "h2d": sum(h * w for h, w in IN_SHAPES) * itemsize,
-        "d2h": sum(h * w for h, w in OUT_SHAPES) * itemsize,
+        "h2d": sum(h * w for h, w in in_shapes) * itemsize,
+        "d2h": sum(h * w for h, w in out_shapes) * itemsize,
     }
     fake = FakeCuda(durations=durations, frame_bytes=frame_bytes, host_s=0.001)
     torch.manual_seed(0)
     model = SRCNN(SRCNNConfig.from_arch("9-1-5"))
     upscaler = _OnComputeStream(Upscaler(model, "cpu"), fake)
-    gpu = GpuFrames(upscaler, SCALE, peak, IN_SHAPES, OUT_SHAPES, np.dtype(dtype), runtime=fake)  # the default slot count
+    gpu = GpuFrames(upscaler, SCALE, peak, in_shapes, out_shapes, np.dtype(dtype), runtime=fake)  # the default slot count
     upscaler.stream = gpu.compute_stream
-    frames = _frames(dtype, peak)
+    frames = _frames(dtype, peak, in_shapes)
     pending: deque = deque()
     outputs, done_at = [], []
 
@@ -109,13 +111,18 @@ def test_each_engine_is_busy_with_one_frame_while_the_others_work_on_neighbours(
     assert any(overlap(d, k) for d in downloads[-12:] for k in kernels[-4:])
 
 
-@pytest.mark.parametrize("dtype, peak", [(np.uint8, 255), (np.uint16, 1023)])
-def test_planes_equal_the_cpu_path_and_waits_sleep(dtype, peak):
-    fake, _, outputs, frames, upscaler = _run({"h2d": 1.0, "kernel": 1.0, "d2h": 1.0}, dtype, peak)
+@pytest.mark.parametrize(
+    "dtype, peak, alpha",
+    [(np.uint8, 255, False), (np.uint16, 1023, False), (np.uint16, 4095, True), (np.uint16, 65535, False), (np.uint8, 255, True)],
+)  # 16-bit values travel as int16 bits: above 32767 they read back negative unless mapped back
+def test_planes_equal_the_cpu_path_and_waits_sleep(dtype, peak, alpha):
+    fake, _, outputs, frames, upscaler = _run({"h2d": 1.0, "kernel": 1.0, "d2h": 1.0}, dtype, peak, alpha)
     assert not fake.errors, fake.errors  # includes: every host wait was on a blocking event
     assert len(outputs) == FRAMES
+    out_shapes = (*OUT_SHAPES, OUT_SHAPES[0]) if alpha else OUT_SHAPES
     for got, planes in zip(outputs, frames, strict=True):
-        want = upscale_planes(planes, SCALE, upscaler.inner, peak, OUT_SHAPES)
+        want = upscale_planes(planes, SCALE, upscaler.inner, peak, out_shapes)
+        assert len(got) == len(want) == len(planes)
         for g, w in zip(got, want, strict=True):
             assert g.dtype == w.dtype and np.array_equal(g, w)
 
@@ -165,7 +172,7 @@ def _simulated_gpu(monkeypatch, made: list, seconds: float = 0.0):
     monkeypatch.setattr(pipeline._Run, "_gpu_frames", gpu_frames)
 
 
-@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p10le"])
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p10le", "yuva420p", "yuv444p16le"])
 def test_pipeline_gpu_loop_gives_the_cpu_output(tmp_path, monkeypatch, pix_fmt):
     from vsr.pipeline.video import upscale_video
 

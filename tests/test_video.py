@@ -267,11 +267,12 @@ def test_hwaccel_with_a_pyav_older_than_18_decodes_on_the_cpu_and_says_why(tmp_p
 @pytest.mark.parametrize(
     "pix_fmt, work_fmt",
     [("nv12", "yuv420p"), ("nv16", "yuv422p"), ("nv24", "yuv444p"), ("p010le", "yuv420p10le"), ("p210le", "yuv422p10le"),
-     ("p410le", "yuv444p10le"), ("yuv444p16le", "yuv444p10le")],
+     ("p410le", "yuv444p10le"), ("yuv444p16le", "yuv444p16le"), ("p016le", "yuv420p16le"), ("p212le", "yuv422p12le")],
 )  # fmt: skip
 def test_semiplanar_and_16_bit_frames_keep_their_chroma_layout(pix_fmt, work_fmt):
-    """What NVDEC hands out (nv12, p010, yuv444p16, and nv16 / p210 / nv24 / p410 for 4:2:2 and 4:4:4 where the
-    GPU decodes them) must keep its chroma layout: converting by bit depth alone made all of them 4:2:0."""
+    """What NVDEC hands out (nv12, p010, p016, yuv444p16, and nv16 / p210 / nv24 / p410 for 4:2:2 and 4:4:4 where the
+    GPU decodes them) must keep its chroma layout and depth: converting by bit depth alone made all of them 4:2:0,
+    and 16-bit ones became 10-bit."""
     rgb = np.ascontiguousarray(smooth_image(48, 64))
     planar = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=work_fmt)
     frame = planar.reformat(format=pix_fmt)  # as the decoder would hand it out
@@ -298,7 +299,10 @@ def test_encoder_options_checked(tmp_path, clip):
         ({"codec": "ffv1", "crf": 10}, "lossless"),
         ({"pix_fmt": "yuv999p"}, "unknown --pix-fmt"),
         ({"crf": -1}, "--crf"),
-        ({"preset": "warp-speed"}, "encoder"),
+        ({"preset": "warp-speed"}, "unknown --preset 'warp-speed' for libx264"),
+        ({"crf": 99}, "--crf for libx264 must be 0 to 51"),
+        ({"codec": "libsvtav1", "preset": "fast"}, "it takes 0 to 13"),
+        ({"codec": "libvpx-vp9", "preset": "fast"}, "libvpx-vp9 has no --preset"),
     ]:
         with pytest.raises(UsageError, match=pattern):
             upscale_video(clip, tmp_path / "out.mp4", 2, None, **kwargs)

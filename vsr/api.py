@@ -90,7 +90,7 @@ def upscale_video(
     upscaler: Upscaler | SelfEnsemble | None = None,
     arch: str = "9-5-5",
     device: str = "auto",
-    codec: str = "libx264",
+    codec: str | None = None,
     crf: float | None = None,
     preset: str | None = None,
     pix_fmt: str | None = None,

@@ -101,9 +101,9 @@ def bench(
     if plot_out is not None:
         bm.check_plotting()
     if pipeline:
-        from vsr.media.writer import EncoderOptions, encoder_settings
+        from vsr.media.encoders import EncoderOptions, check_options
 
-        encoder_settings(EncoderOptions(codec=codec, preset=preset), "yuv420p")  # an unknown encoder fails now, not later
+        check_options(EncoderOptions(codec=codec, preset=preset))  # an unknown encoder or preset fails now, not later
     plan = dataclasses.replace(plan, **changes)
     command = shlex.join(["vsr", *sys.argv[1:]])
     if quiet:

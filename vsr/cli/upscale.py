@@ -41,9 +41,10 @@ def upscale(
     codec: Annotated[
         str,
         typer.Option(
-            help="Video encoder: libx264, libx265, libsvtav1, libvpx-vp9, h264_nvenc (NVIDIA GPUs), or any other PyAV has."
+            help="Video encoder. auto: chosen from the output container and the input, keeping depth, chroma and "
+            "alpha (docs/video.md). Or libx264, libx265, libsvtav1, libvpx-vp9, prores_ks, ffv1, h264_nvenc, ..."
         ),
-    ] = "libx264",
+    ] = "auto",
     crf: Annotated[float | None, typer.Option(help="Video quality (CRF, or CQ for NVENC); lower is better.")] = None,
     preset: Annotated[str | None, typer.Option(help="Encoder preset (codec default: medium for x264/x265).")] = None,
     pix_fmt: Annotated[str | None, typer.Option(help="Output pixel format (default: the input's, e.g. yuv420p).")] = None,
@@ -87,6 +88,10 @@ def upscale(
     from vsr.media.source import is_url
 
     check_scale(scale)
+    from vsr.media.encoders import EncoderOptions, check_options
+
+    enc = EncoderOptions(codec=None if codec == "auto" else codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
+    check_options(enc)  # a bad --codec, --crf, --preset or --pix-fmt is one line before any work
     src_path = Path(src)
     segmented = workers > 1 or resume or ray is not None
     if workers < 1:
@@ -118,9 +123,6 @@ def upscale(
             raise InputError(f"{src}: no such file or folder; check the path")
         pairs = [(src, dst)]
     upscaler = load_upscaler(weights, scale, arch.value, device, backend.value, precision.value, bool(ensemble))
-    from vsr.media.writer import EncoderOptions
-
-    enc = EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
     with _VideoProgress(quiet) as progress:
         notice = lambda text: progress({"event": "notice", "message": text})  # noqa: E731
         if segmented:
@@ -140,7 +142,7 @@ def upscale(
                 if one_dst != "-" and not overwrite:
                     check_stale(one_dst)  # an interrupted segmented run's parts are not dropped silently
                 one = upscale_video(
-                    one_src, one_dst, scale, upscaler, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+                    one_src, one_dst, scale, upscaler, codec=enc.codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
                     fmt_in=fmt if one_src == "-" else None, fmt_out=fmt if one_dst == "-" else None,
                     overwrite=overwrite, progress=progress, hwaccel=hwaccel,
                 )  # fmt: skip

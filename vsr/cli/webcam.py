@@ -44,7 +44,9 @@ def webcam(
     record_sr_only: Annotated[
         bool, typer.Option("--record-sr-only", help="Record only the SRCNN stream (output size, the source's pixel format).")
     ] = False,
-    codec: Annotated[str, typer.Option(help="Encoder of --record: libx264, libx265, libsvtav1, ffv1, ...")] = "libx264",
+    codec: Annotated[
+        str, typer.Option(help="Encoder of --record: auto (from the file's container), libx264, libx265, ffv1, ...")
+    ] = "auto",
     crf: Annotated[float | None, typer.Option(help="Quality of --record (CRF, or CQ for NVENC); lower is better.")] = None,
     preset: Annotated[str | None, typer.Option(help="Encoder preset of --record (codec default: medium for x264).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --record file.")] = False,
@@ -74,7 +76,7 @@ def webcam(
         record=record,
         record_sr_only=record_sr_only,
         overwrite=overwrite,
-        encoder=EncoderOptions(codec=codec, crf=crf, preset=preset),
+        encoder=EncoderOptions(codec=None if codec == "auto" else codec, crf=crf, preset=preset),
         live=live,
         loop=loop,
         snapshot_dir=str(snapshot_dir),

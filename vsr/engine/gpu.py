@@ -2,10 +2,12 @@
 
 Contract:
 - `GpuFrames(upscaler, scale, peak, in_shapes, out_shapes, dtype, slots=3)` super-resolves one video frame's
-  planes (Y, U, V: uint8, or uint16 holding 10-bit values) exactly as `vsr.pipeline.video.upscale_planes` does
-  (MATLAB bicubic of every plane on the GPU, SRCNN on Y, round, clip, chroma cropped to `out_shapes`), with
-  only the integer planes crossing PCIe. `with_bicubic=True` adds a fourth output plane: the bicubic Y the model
-  was given, rounded and clipped the same way (`vsr webcam`'s comparison).
+  planes (Y, U, V and, with alpha, A: uint8, or uint16 holding 10- to 16-bit values) exactly as
+  `vsr.pipeline.video.upscale_planes` does (MATLAB bicubic of every plane on the GPU, SRCNN on Y, round, clip,
+  chroma cropped to `out_shapes`), with only the integer planes crossing PCIe. uint16 planes travel as int16 (the
+  same bits; values above 32767 read back as negative and are mapped back, `_as_float` / `_store`).
+  `with_bicubic=True` adds a last output plane: the bicubic Y the model was given, rounded and clipped the same
+  way (`vsr webcam`'s comparison).
 - `submit(planes) -> ticket` copies the planes into the next pinned host slot and queues the upload on the
   upload stream, the resize + model on the compute stream (after the upload's event), and the download into
   that slot's pinned output on the download stream (after the compute's event). It returns at once.
@@ -52,7 +54,22 @@ def gpu_failure(exc: RuntimeError) -> BackendError:
 
 
 def _torch_dtype(np_dtype: np.dtype) -> torch.dtype:
-    return torch.uint8 if np_dtype == np.uint8 else torch.int16  # 10-bit values fit in int16
+    return torch.uint8 if np_dtype == np.uint8 else torch.int16  # uint16's bits (torch's uint16 lacks most kernels)
+
+
+def _as_float(plane: torch.Tensor) -> torch.Tensor:
+    """The values of a uint8 plane, or of uint16 bits held in int16, as float32."""
+    out = plane.float()
+    if plane.dtype == torch.int16:
+        out += (out < 0) * 65536.0
+    return out
+
+
+def _store(dst: torch.Tensor, values: torch.Tensor) -> None:
+    """Write rounded, clipped values (0..peak) into a uint8 plane, or into int16 holding uint16 bits."""
+    if dst.dtype == torch.int16:
+        values = values - (values > 32767) * 65536.0
+    dst.copy_(values)
 
 
 class CudaRuntime:
@@ -178,18 +195,21 @@ class GpuFrames:
 
     def _compute(self, slot: _Slot) -> None:
         peak = self.peak
-        y = slot.dev_in[0].float().div_(peak)
+        y = _as_float(slot.dev_in[0]).div_(peak)
         y = imresize(y[None, None], self.scale)
         oh, ow = self.out_shapes[0]
         if self.with_bicubic:
-            slot.dev_out[3].copy_((y[0, 0, :oh, :ow] * peak).round_().clamp_(0, peak))
+            _store(slot.dev_out[-1], (y[0, 0, :oh, :ow] * peak).round_().clamp_(0, peak))
         y = self.upscaler(y)
-        slot.dev_out[0].copy_(y[0, 0, :oh, :ow].mul_(peak).round_().clamp_(0, peak))
-        chroma = torch.stack([p.float() for p in slot.dev_in[1:]])
+        _store(slot.dev_out[0], y[0, 0, :oh, :ow].mul_(peak).round_().clamp_(0, peak))
+        chroma = torch.stack([_as_float(p) for p in slot.dev_in[1:3]])
         chroma = imresize(chroma, self.scale)
         ch, cw = self.out_shapes[1]
         for dev, plane in zip(slot.dev_out[1:3], chroma, strict=True):
-            dev.copy_(plane[:ch, :cw].round_().clamp_(0, peak))
+            _store(dev, plane[:ch, :cw].round_().clamp_(0, peak))
+        if len(self.out_shapes) > 3:  # alpha: bicubic like chroma, at the luma size
+            alpha = imresize(_as_float(slot.dev_in[3])[None], self.scale)[0]
+            _store(slot.dev_out[3], alpha[:oh, :ow].round_().clamp_(0, peak))
 
     def drain(self) -> None:
         """Wait until the GPU is done with every buffer (results in flight are dropped): call before the buffers

@@ -1,22 +1,31 @@
 """Decoded pictures and their planes: what flows from the reader through SR to the writer. No torch.
 
-- A `Picture` holds planar YUV as numpy arrays `(Y, U, V)` of shape H x W and ceil(H/sy) x ceil(W/sx),
-  `info.pix_fmt` one of yuv420p/yuv422p/yuv444p (uint8, 0..255) or their 10-bit `...10le` twins (uint16,
-  0..1023). Values are the decoder's own: studio or full range as `info.full_range` says, never rescaled.
-  Other pixel formats are converted once (swscale) to the planar format of the same chroma layout (4:2:0,
-  4:2:2, 4:4:4: nv12, nv16, p010, p210, p410, yuv444p16 as NVDEC hands them out keep theirs), 10-bit when
-  deeper than 8 bits (yuvj* are the same planes, full range); grey and other layouts become 4:2:0; RGB
-  becomes studio-range BT.601 yuv420p and is tagged so (`working_format`).
+- A `Picture` holds planar YUV as numpy arrays `(Y, U, V)`, plus `A` (alpha) for formats with alpha, of shape H x W
+  (Y and A) and ceil(H/sy) x ceil(W/sx) (U and V). `info.pix_fmt` is a working format: `work_format(chroma, bits,
+  alpha)`, yuv420p/yuv422p/yuv444p or yuva..., 8-bit (uint8, 0..255) or 10/12/16-bit (`...10le`, `...12le`,
+  `...16le`: uint16, 0..2^bits-1). Values are the decoder's own: studio or full range as `info.full_range` says,
+  never rescaled.
+- Other pixel formats are converted once (swscale, `working_format`) to the working format that holds them without
+  loss: the same chroma layout (4:2:0, 4:2:2, 4:4:4; 4:4:0 goes to 4:4:4, 4:1:1 to 4:2:2, other layouts to
+  4:2:0; NVDEC's semi-planar nv12/nv16/p010/p210/p410/yuv444p16 keep theirs), the depth rounded up to 8, 10, 12 or
+  16 bits (no yuva420p12le exists: 16), alpha kept; yuvj* are the same planes, full range; grey becomes 4:2:0.
+  RGB (gbrp, rgb24, gbrap, rgba, ...) becomes full-range BT.709 4:4:4 YUV of the same depth, tagged so
+  (`info.from_rgb`): the writer turns it back into RGB where the encoder takes RGB.
   Odd sizes are kept: the last chroma column/row covers a single luma column/row, as FFmpeg lays it out.
 - `Picture.pts` is the decoder's timestamp in `Picture.time_base` (the input stream's), never rebuilt
   from a frame counter.
-- `VideoInfo` is what the writer keeps of the input: size, pixel format, colour tags, rotation, rate, time base;
-  `plain_info(width, height, rate, time_base)` describes pictures vsr makes itself (no source reader, e.g.
-  `vsr webcam --record`): 8-bit yuv420p tagged studio-range BT.601 matrix, primaries and transfer unspecified.
+- `VideoInfo` is what the writer keeps of the input: size, pixel format, colour tags, rotation, rate, time base.
+  Colour tags are the container's where it declares them (`declared`), else the decoder's: the VP8 decoder tags
+  every frame BT.470BG whatever the file says. `plain_info(width, height, rate, time_base)` describes pictures vsr
+  makes itself (no source reader, e.g. `vsr webcam --record`): 8-bit yuv420p tagged studio-range BT.601 matrix,
+  primaries and transfer unspecified.
+- `traits(pix_fmt)` is what a pixel format holds (`FormatTraits`: chroma layout, bits, alpha, RGB), for choosing
+  an output format that keeps it (`vsr.media.encoders`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,12 +36,60 @@ import numpy as np
 Warn = Callable[[str], None]
 
 
-# pix_fmt -> (chroma layout, bits) of the formats handed out as they are
-NATIVE_FORMATS = {f"yuv{c}p{d}": (c, 10 if d else 8) for c in ("420", "422", "444") for d in ("", "10le")}
+_DEPTHS = (8, 10, 12, 16)
 _FULL_RANGE_ALIASES = {"yuvj420p": "yuv420p", "yuvj422p": "yuv422p", "yuvj444p": "yuv444p"}
 RANGE_MPEG, RANGE_JPEG = 1, 2  # AVColorRange: studio ("tv") and full ("pc")
 _SEMIPLANAR_TWINS = {"yuv420p": ("nv12",), "yuv422p": ("nv16",), "yuv420p10le": ("p010le",)}
-SPC_SMPTE170M = 6  # AVColorSpace of BT.601 (525) YCbCr, the matrix swscale uses by default
+SPC_RGB, SPC_BT709, SPC_SMPTE170M = 0, 1, 6  # AVColorSpace: GBR, BT.709, BT.601 (525; swscale's default matrix)
+_UNSPECIFIED = {"colorspace": 2, "color_primaries": 2, "color_trc": 2, "color_range": 0}
+
+
+@dataclass(frozen=True)
+class FormatTraits:
+    """What a pixel format holds: `chroma` "444"/"422"/"420" (RGB: "444"), `bits` per sample, `alpha`, `rgb`."""
+
+    chroma: str
+    bits: int
+    alpha: bool
+    rgb: bool
+
+    @property
+    def chroma_rank(self) -> int:
+        """0 for 4:4:4, 1 for 4:2:2, 2 for 4:2:0: how much colour resolution it drops."""
+        return ("444", "422", "420").index(self.chroma)
+
+
+def traits(pix_fmt: str) -> FormatTraits:
+    """The `FormatTraits` of an FFmpeg pixel format (4:4:0 counts as 4:2:2 and 4:1:1/4:1:0 as 4:2:0: what they
+    keep; grey as 4:2:0)."""
+    fmt = av.VideoFormat(_FULL_RANGE_ALIASES.get(pix_fmt, pix_fmt))
+    comps = fmt.components
+    alpha = any(c.is_alpha for c in comps)
+    bits = max((c.bits for c in comps), default=8)
+    if fmt.is_rgb or len(comps) < 3:
+        chroma = "444" if fmt.is_rgb else "420"
+    else:
+        sub = (16 // max(1, fmt.chroma_width(16))) * (16 // max(1, fmt.chroma_height(16)))
+        chroma = "444" if sub == 1 else "422" if sub == 2 else "420"
+    return FormatTraits(chroma=chroma, bits=bits, alpha=alpha, rgb=bool(fmt.is_rgb))
+
+
+def work_format(chroma: str, bits: int, alpha: bool) -> str:
+    """The working format (see the module contract) holding `chroma` layout at `bits` (rounded up to 8, 10, 12 or
+    16) with or without alpha."""
+    depth = next((d for d in _DEPTHS if d >= bits), 16)
+    for d in _DEPTHS[_DEPTHS.index(depth) :]:
+        name = f"yuv{'a' if alpha else ''}{chroma}p" + (f"{d}le" if d > 8 else "")
+        try:
+            av.VideoFormat(name)
+        except ValueError:
+            continue  # e.g. yuva420p12le: FFmpeg has no such format
+        return name
+    raise ValueError(f"no working format for {chroma} {bits}-bit alpha={alpha}")
+
+
+def is_work_format(pix_fmt: str) -> bool:
+    return re.fullmatch(r"yuva?(420|422|444)p(10le|12le|16le)?", pix_fmt) is not None
 
 
 @dataclass(frozen=True)
@@ -50,8 +107,8 @@ class VideoInfo:
 
     width: int
     height: int
-    pix_fmt: str  # format of Picture.planes: a key of NATIVE_FORMATS
-    bits: int  # 8 or 10
+    pix_fmt: str  # format of Picture.planes: a working format (module contract)
+    bits: int  # 8, 10, 12 or 16: the working format's
     color_range: int  # RANGE_MPEG, RANGE_JPEG or 0 (unspecified, i.e. studio)
     colorspace: int
     color_primaries: int
@@ -62,6 +119,12 @@ class VideoInfo:
     frames: int | None  # frame count from the container or duration x rate; None when unknown
     duration_s: float | None
     codec: str
+    from_rgb: bool = False  # the input was RGB: the pictures are full-range BT.709 4:4:4 made from it
+    source_fmt: str | None = None  # the decoder's pixel format of the first frame (what the input holds)
+
+    @property
+    def alpha(self) -> bool:
+        return self.pix_fmt.startswith("yuva")
 
     @property
     def full_range(self) -> bool:
@@ -95,17 +158,14 @@ def plain_info(width: int, height: int, rate: Fraction | None = None, time_base:
 def working_format(fmt: av.VideoFormat) -> str:
     """The planar YUV format frames of `fmt` are handed out in (see module contract)."""
     name = _FULL_RANGE_ALIASES.get(fmt.name, fmt.name)
-    if name in NATIVE_FORMATS:
+    if is_work_format(name):
         return name
-    deep = max((c.bits for c in fmt.components), default=8) > 8
-    layout = "420"
-    if not fmt.is_rgb and len(fmt.components) >= 3:  # keep the chroma layout of semi-planar / 16-bit YUV
+    t = traits(name)
+    chroma = t.chroma
+    if not t.rgb and len(fmt.components) >= 3:  # 4:4:0 is held by 4:4:4 without loss, 4:1:1 by 4:2:2
         sub_x, sub_y = 16 // max(1, fmt.chroma_width(16)), 16 // max(1, fmt.chroma_height(16))
-        if sub_x == 1:  # 4:4:4 (also 4:4:0, which 4:4:4 holds without loss)
-            layout = "444"
-        elif sub_y == 1:  # 4:2:2 (also 4:1:1)
-            layout = "422"
-    return f"yuv{layout}p10le" if deep else f"yuv{layout}p"
+        chroma = "444" if sub_x == 1 else "422" if sub_y == 1 else "420"
+    return work_format(chroma, t.bits, t.alpha)
 
 
 def read_planes(frame: av.VideoFrame) -> tuple[np.ndarray, ...]:
@@ -132,25 +192,29 @@ def make_frame(planes: tuple[np.ndarray, ...], pix_fmt: str) -> av.VideoFrame:
 
 
 def plane_shapes(pix_fmt: str, width: int, height: int) -> tuple[tuple[int, int], ...]:
-    """(rows, columns) of each plane of a `pix_fmt` frame of width x height."""
+    """(rows, columns) of each plane of a `pix_fmt` frame of width x height: Y, U, V and, with alpha, A."""
     fmt = av.VideoFormat(pix_fmt)
     chroma = (fmt.chroma_height(height), fmt.chroma_width(width))
-    return ((height, width), chroma, chroma)
+    alpha = ((height, width),) if pix_fmt.startswith("yuva") else ()
+    return ((height, width), chroma, chroma, *alpha)
 
 
 class PictureMaker:
     """Decoded frames -> `Picture`s of one working format, size, colour range and time base, all fixed by the first
     frame (see the module contract): a frame of another pixel format is converted, one of another size scaled to the
-    first size (with a warning), and frames without timestamps are timed by the frame rate (with a warning)."""
+    first size (with a warning), and frames without timestamps are timed by the frame rate (with a warning).
+    `declared` holds the colour tags the container gives (a stream's codec parameters, read before decoding)."""
 
-    def __init__(self, first: av.VideoFrame, stream_time_base, rate, src: str, warn: Warn):
+    def __init__(self, first: av.VideoFrame, stream_time_base, rate, src: str, warn: Warn, declared: dict | None = None):
         self.work_fmt = working_format(first.format)
-        self.from_rgb = first.format.is_rgb  # RGB becomes studio-range BT.601 YUV, and is tagged so
-        self.colorspace = SPC_SMPTE170M if self.from_rgb else first.colorspace
+        self.source_fmt = first.format.name
+        self.from_rgb = first.format.is_rgb  # RGB becomes full-range BT.709 YUV, and is tagged so
+        tags = _tags(first, declared or {})
+        self.colorspace, self.color_primaries, self.color_trc = tags["colorspace"], tags["color_primaries"], tags["color_trc"]
         if self.from_rgb:
-            self.color_range = RANGE_MPEG
+            self.colorspace, self.color_range = SPC_BT709, RANGE_JPEG
         else:
-            self.color_range = RANGE_JPEG if first.format.name.startswith("yuvj") else first.color_range
+            self.color_range = RANGE_JPEG if first.format.name.startswith("yuvj") else tags["color_range"]
         self.time_base = first.time_base or stream_time_base or Fraction(1, 90000)
         self.size = (first.width, first.height)
         self._rate, self._src, self._warn = rate, src, warn
@@ -174,7 +238,7 @@ class PictureMaker:
         """Reformat (and rescale, if the size changed mid-stream) to the working format, keeping the range."""
         width, height = self.size
         if frame.format.is_rgb:
-            return frame.reformat(width, height, self.work_fmt, dst_colorspace="ITU601", dst_color_range=RANGE_MPEG)
+            return frame.reformat(width, height, self.work_fmt, dst_colorspace="ITU709", dst_color_range=RANGE_JPEG)
         rng = RANGE_JPEG if frame.format.name.startswith("yuvj") else (frame.color_range or None)
         return frame.reformat(width, height, self.work_fmt, src_color_range=rng, dst_color_range=rng)
 
@@ -194,3 +258,22 @@ class PictureMaker:
             return False
         self._warned.add(key)
         return True
+
+
+def _tags(frame: av.VideoFrame, declared: dict) -> dict:
+    """Colour tags: matrix, primaries and transfer as the container declares them, else as the decoder says; the
+    range as the decoder says (it reads the bitstream's flag), else as declared."""
+    out = {}
+    for key in ("colorspace", "color_primaries", "color_trc"):
+        value = declared.get(key, _UNSPECIFIED[key])
+        out[key] = value if value not in (_UNSPECIFIED[key], None) else getattr(frame, key)
+    rng = frame.color_range
+    out["color_range"] = rng if rng else declared.get("color_range", 0) or 0
+    return out
+
+
+def declared_tags(stream: av.video.stream.VideoStream) -> dict:
+    """The colour tags of `stream`'s codec parameters (what the container says), read before any decoding changes
+    them."""
+    ctx = stream.codec_context
+    return {key: getattr(ctx, key, None) for key in ("colorspace", "color_primaries", "color_trc", "color_range")}

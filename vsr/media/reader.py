@@ -26,13 +26,7 @@ from pathlib import Path
 import av
 
 from vsr.errors import InputError
-from vsr.media.frames import (
-    NATIVE_FORMATS,
-    Picture,
-    PictureMaker,
-    VideoInfo,
-    Warn,
-)
+from vsr.media.frames import Picture, PictureMaker, VideoInfo, Warn, declared_tags, traits
 from vsr.media.source import _METADATA_OPTIONS, InputStreams, _announced_duration_s, _err_text
 
 
@@ -59,6 +53,8 @@ class VideoReader:
         self._streams = InputStreams(self.src, fmt, warn, live, hwaccel, hwaccel_device)
         self._container = self._streams.container
         self.video, self.passthrough, self.attachments = self._streams.video, self._streams.passthrough, self._streams.attachments
+        self._declared = declared_tags(self.video)  # before the decoder rewrites them (VP8: always BT.470BG)
+        self._decoder = alpha_decoder(self.video, warn) or self.video.codec_context
         self.frames_read = 0
         self._skipped_packets = 0
         self._last: Picture | None = None
@@ -92,17 +88,19 @@ class VideoReader:
             width=frame.width,
             height=frame.height,
             pix_fmt=m.work_fmt,
-            bits=NATIVE_FORMATS[m.work_fmt][1],
+            bits=traits(m.work_fmt).bits,
             color_range=m.color_range,
             colorspace=m.colorspace,
-            color_primaries=frame.color_primaries,
-            color_trc=frame.color_trc,
+            color_primaries=m.color_primaries,
+            color_trc=m.color_trc,
             rotation=int(frame.rotation or 0),
             time_base=m.time_base,
             rate=Fraction(rate) if rate else None,
             frames=frames or None,
             duration_s=duration_s,
             codec=s.codec_context.name,
+            from_rgb=m.from_rgb,
+            source_fmt=m.source_fmt,
         )
 
     @property
@@ -151,7 +149,7 @@ class VideoReader:
             )  # no index (MPEG-TS): the timestamp seek overshoots
         else:
             self._container.seek(seek_pts, stream=self.video, backward=True, any_frame=False)
-        self.video.codec_context.flush_buffers()
+        self._decoder.flush_buffers()
         got, last = 0, None
         for item in self._demux_decode():
             if not isinstance(item, Picture) or item.pts < start or (last is not None and item.pts <= last):
@@ -193,7 +191,7 @@ class VideoReader:
 
     def _decode(self, packet: av.Packet | None) -> Iterator[Picture]:
         try:
-            frames = self.video.decode(packet)
+            frames = self._decoder.decode(packet)
         except (av.FFmpegError, OSError) as exc:
             if packet is None:
                 self._warn(f"{self.src}: the decoder failed while flushing its last frames ({_err_text(exc)})")
@@ -209,7 +207,7 @@ class VideoReader:
         if self._maker is None:  # the first frame fixes the format, size and colour of the whole output
             self._first_frame = frame
             rate = self.video.average_rate or self.video.guessed_rate or 25
-            self._maker = PictureMaker(frame, self.video.time_base, rate, self.src, self._warn)
+            self._maker = PictureMaker(frame, self.video.time_base, rate, self.src, self._warn, self._declared)
         pic = self._maker.picture(frame, self._last, self._position)
         self._last = pic
         self.frames_read += 1
@@ -236,3 +234,24 @@ class VideoReader:
 
     def close(self) -> None:
         self._streams.close()
+
+
+# FFmpeg's own VP8/VP9 decoders skip the alpha plane Matroska/WebM stores beside each frame (BlockAdditional, stream
+# tag alpha_mode=1); libvpx's decoders read it (libavcodec/libvpxdec.c: the AV_PKT_DATA_MATROSKA_BLOCKADDITIONAL side
+# data is decoded by a second vpx decoder into yuva420p), as `ffmpeg -c:v libvpx-vp9 -i in.webm` does.
+_ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
+
+
+def alpha_decoder(stream: av.video.stream.VideoStream, warn: Warn) -> av.CodecContext | None:
+    """A libvpx decoder for a VP8/VP9 stream that carries alpha (see above), or None (the stream's own decoder
+    serves). Without libvpx in this FFmpeg build the alpha plane is lost, and `warn` says so."""
+    name = _ALPHA_DECODERS.get(stream.codec_context.name)
+    if name is None or str(stream.metadata.get("alpha_mode", stream.metadata.get("ALPHA_MODE", ""))).strip() != "1":
+        return None
+    try:
+        ctx = av.CodecContext.create(name, "r")
+    except (av.FFmpegError, ValueError):
+        warn(f"the input's alpha channel is dropped: this FFmpeg build has no {name} decoder to read it")
+        return None
+    ctx.thread_count = 0
+    return ctx

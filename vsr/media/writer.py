@@ -4,23 +4,25 @@
   timestamps, the input's colour range, matrix, primaries, transfer, rotation, sample aspect ratio and
   metadata, and remuxes the reader's other streams (`mux`), chapters and attachments. Pictures vsr makes itself
   are written with `VideoWriter(..., reader=None, info=plain_info(...))`; nothing is remuxed then.
-- `encoder_settings(EncoderOptions, work_fmt)` checks the encoder options (`--codec`, `--crf`, `--preset`,
-  `--pix-fmt`) before any work: codec, options and the output pixel format, or a one-line error.
+- The encoder and the output pixel format are `vsr.media.encoders.plan_encoder`'s choice for the output container
+  and the input; what it cannot keep of the input (alpha, depth, chroma) is said through `warn`, once. Pictures
+  made from RGB (`info.from_rgb`) go back to RGB where the encoder writes it (gbrp), with the matrix and range
+  they were made with, and are tagged GBR; otherwise they keep their full-range BT.709 tags. Alpha is written
+  where the format has it (VP8/VP9 in WebM/Matroska store it beside each frame, alpha_mode=1).
 - The output goes to the path the caller gives (a temporary file beside the target: `vsr.media.atomic`).
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 
 from vsr.errors import OutputError, UsageError
-from vsr.media.frames import _FULL_RANGE_ALIASES, _SEMIPLANAR_TWINS, NATIVE_FORMATS, Picture, VideoInfo, Warn, make_frame
+from vsr.media.encoders import ENCODER_DEFAULTS, EncoderOptions, encoder_settings, plan_encoder  # noqa: F401 (re-export)
+from vsr.media.frames import _FULL_RANGE_ALIASES, RANGE_JPEG, SPC_RGB, Picture, VideoInfo, Warn, make_frame, traits
 from vsr.media.reader import VideoReader
 from vsr.media.source import _err_text
 
@@ -29,89 +31,6 @@ _STALE_TAGS = frozenset(  # tags that describe the old encode; the muxer writes 
     "_statistics_writing_app _statistics_writing_date_utc _statistics_tags".split()
 )
 _MP4_LIKE = {"mp4", "mov", "ipod", "ismv", "3gp", "3g2", "psp"}
-
-
-# codec -> (quality option, default quality, default preset); quality is CRF or its equivalent.
-ENCODER_DEFAULTS: dict[str, tuple[str | None, float | None, str | None]] = {
-    "libx264": ("crf", 18, "medium"),
-    "libx265": ("crf", 20, "medium"),
-    "libsvtav1": ("crf", 30, "8"),
-    "libaom-av1": ("crf", 30, None),
-    "libvpx-vp9": ("crf", 31, None),
-    "h264_nvenc": ("cq", 19, "p5"),
-    "hevc_nvenc": ("cq", 21, "p5"),
-    "av1_nvenc": ("cq", 28, "p5"),
-    "ffv1": (None, None, None),
-}
-_NO_PRESET = {"libaom-av1", "libvpx-vp9", "ffv1"}
-
-
-@dataclass(frozen=True)
-class EncoderOptions:
-    """Encoder choice; None means the codec's default from ENCODER_DEFAULTS (pix_fmt: the input's)."""
-
-    codec: str = "libx264"
-    crf: float | None = None
-    preset: str | None = None
-    pix_fmt: str | None = None
-    gpu: int | None = None  # NVENC encoders: the GPU to encode on (the model's), else FFmpeg's default
-
-
-def encoder_settings(enc: EncoderOptions, work_fmt: str) -> tuple[str, dict[str, str], str]:
-    """(codec name, encoder options, pix_fmt) for `enc`, checked against what this FFmpeg build offers."""
-    try:
-        codec = av.codec.Codec(enc.codec, "w")
-    except (av.codec.codec.UnknownCodecError, ValueError):
-        known = [c for c in ENCODER_DEFAULTS if c in av.codecs_available]
-        raise UsageError(f"encoder {enc.codec!r} is not available in this FFmpeg build; try one of {', '.join(known)}") from None
-    if codec.type != "video":
-        raise UsageError(f"{enc.codec!r} is not a video encoder; try libx264, libx265 or libsvtav1")
-    quality_key, quality, preset = ENCODER_DEFAULTS.get(codec.name, ("crf", None, None))
-    options: dict[str, str] = {}
-    if enc.crf is not None:
-        if quality_key is None:
-            raise UsageError(f"{codec.name} is lossless and takes no --crf; leave it out")
-        if enc.crf < 0:
-            raise UsageError(f"--crf must be 0 or more, got {enc.crf:g}")
-        quality = enc.crf
-    if quality is not None and quality_key:
-        options[quality_key] = f"{quality:g}"
-    if enc.preset is not None:
-        if codec.name in _NO_PRESET:
-            raise UsageError(f"{codec.name} has no --preset; leave it out")
-        preset = enc.preset
-    if preset is not None:
-        options["preset"] = str(preset)
-    if codec.name.endswith("_nvenc") and "cq" in options:
-        options["rc"] = "vbr"
-    if codec.name.endswith("_nvenc") and enc.gpu is not None:
-        options["gpu"] = str(enc.gpu)  # nvenc.c's "gpu" option: which NVENC-capable GPU
-    if codec.name == "libx265":
-        options["x265-params"] = "log-level=error"
-    if codec.name == "libsvtav1":
-        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 logs a banner to stderr unless told errors only
-    return codec.name, options, _pick_pix_fmt(codec, work_fmt, enc.pix_fmt)
-
-
-def _pick_pix_fmt(codec: av.codec.Codec, work_fmt: str, requested: str | None) -> str:
-    supported = [f.name for f in (codec.video_formats or [])]
-    if requested is not None:
-        name = _FULL_RANGE_ALIASES.get(requested, requested)  # range travels in the tags, not the format name
-        try:
-            av.VideoFormat(name)
-        except ValueError:
-            raise UsageError(f"unknown --pix-fmt {requested!r}; e.g. yuv420p, yuv420p10le, yuv444p") from None
-        if supported and name not in supported:
-            raise UsageError(f"{codec.name} cannot encode {requested}; it takes {', '.join(supported[:12])}")
-        return name
-    for name in (work_fmt, *_SEMIPLANAR_TWINS.get(work_fmt, ())):
-        if not supported or name in supported:
-            return name
-    bits = NATIVE_FORMATS[work_fmt][1]
-    raise UsageError(
-        f"{codec.name} cannot encode the input's {bits}-bit {work_fmt}; pass --pix-fmt with one it takes "
-        f"({', '.join(supported[:12])}) or use --codec libx265"
-    )
 
 
 def _clean_tags(tags: dict[str, str]) -> dict[str, str]:
@@ -153,12 +72,16 @@ class VideoWriter:
                 raise ValueError("VideoWriter needs a reader or the info of the pictures it writes")
             info = reader.info
         self.info = info
-        codec, options, self.pix_fmt = encoder_settings(enc, info.pix_fmt)
         self.frames_written = 0
         self.packets_written = 0
         self._container = _open_output(self.dst, fmt, self.label)
         try:
-            self._setup(reader, codec, options, width, height, warn)
+            plan = plan_encoder(enc, info, self._container.format.name)
+            self.pix_fmt = plan.pix_fmt
+            self._rgb_out = traits(plan.pix_fmt).rgb
+            if template is None and plan.notice(self.label):
+                warn(plan.notice(self.label))
+            self._setup(reader, plan.codec, plan.options, width, height, warn)
         except BaseException:
             self.abort()
             raise
@@ -167,7 +90,7 @@ class VideoWriter:
     def pix_fmt_label(self) -> str:
         """The pixel format as players and ffprobe name what was written: full-range 4:2:0/4:2:2/4:4:4 8-bit output
         is `yuvj420p` etc. (the same planes as `pix_fmt`, tagged full range), anything else `pix_fmt` itself."""
-        if self.info.full_range:
+        if self.info.full_range and not self._rgb_out:
             for alias, plain in _FULL_RANGE_ALIASES.items():
                 if plain == self.pix_fmt:
                     return alias
@@ -194,8 +117,8 @@ class VideoWriter:
             stream.codec_context.bit_rate = 0
             stream.codec_context.thread_count = 0
         ctx = stream.codec_context
-        ctx.color_range = info.color_range
-        ctx.colorspace, ctx.color_primaries, ctx.color_trc = info.colorspace, info.color_primaries, info.color_trc
+        ctx.color_range, ctx.colorspace = self._range_and_matrix()
+        ctx.color_primaries, ctx.color_trc = info.color_primaries, info.color_trc
         if info.rotation:
             stream.set_display_rotation(info.rotation)
         self._map = {}
@@ -224,16 +147,26 @@ class VideoWriter:
                 "check the folder is writable, or write a .mkv file"
             ) from None
 
+    def _range_and_matrix(self) -> tuple[int, int]:
+        """The output's colour range and matrix tags: GBR, full range for RGB output; the pictures' otherwise."""
+        if self._rgb_out:
+            return RANGE_JPEG, SPC_RGB
+        return self.info.color_range, self.info.colorspace
+
     def write(self, pic: Picture) -> None:
         """Encode one picture (planes in the reader's pix_fmt, output size) with its own pts."""
         info = self.info
         frame = make_frame(pic.planes, info.pix_fmt)
-        if self.pix_fmt != info.pix_fmt:
+        if self._rgb_out:  # back to RGB with the matrix and range the reader used (vsr.media.frames)
+            frame = frame.reformat(
+                format=self.pix_fmt, src_colorspace="ITU709", src_color_range=RANGE_JPEG, dst_color_range=RANGE_JPEG
+            )
+        elif self.pix_fmt != info.pix_fmt:
             rng = info.color_range or None
             frame = frame.reformat(format=self.pix_fmt, src_color_range=rng, dst_color_range=rng)
         frame.pts, frame.time_base = pic.pts, pic.time_base
-        frame.color_range = info.color_range
-        frame.colorspace, frame.color_primaries, frame.color_trc = info.colorspace, info.color_primaries, info.color_trc
+        frame.color_range, frame.colorspace = self._range_and_matrix()
+        frame.color_primaries, frame.color_trc = info.color_primaries, info.color_trc
         try:
             packets = self.stream.encode(frame)
             self.frames_written += 1

@@ -5,9 +5,10 @@ Contract:
   by `scale` and writes it to `dst` with the input's timestamps; audio, subtitle and data streams are
   copied untouched (see `vsr.media.reader`, `vsr.media.writer`). `upscaler` is a `vsr.engine.base.Upscaler`-like callable (float32
   N x 1 x H x W in [0, 1] -> same shape, clamped), or None for plain MATLAB bicubic.
-- Per frame (`upscale_planes`): Y as float32 / peak (255, or 1023 for 10-bit) -> `imresize` x scale ->
-  upscaler -> x peak, rounded, clipped -> uint; U and V -> `imresize` x scale -> rounded, clipped, and
-  cropped to the output's chroma size (ceil(out / subsampling)). No RGB round trip.
+- Per frame (`upscale_planes`): Y as float32 / peak (2^bits - 1: 255, 1023, 4095, 65535) -> `imresize` x scale
+  -> upscaler -> x peak, rounded, clipped -> uint; U and V -> `imresize` x scale -> rounded, clipped, and
+  cropped to the output's chroma size (ceil(out / subsampling)); alpha (where the input has it) like U and V, at
+  the luma size. No RGB round trip.
 - Stages are joined by bounded queues (back-pressure, bounded memory). An error in any stage stops the
   others and is raised in the caller's thread; Ctrl-C (KeyboardInterrupt) stops all stages within
   seconds and is re-raised. Frames decoded and frames encoded are counted; a difference is an error.
@@ -75,17 +76,20 @@ def upscale_planes(
     shapes: tuple[tuple[int, int], ...],
     device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, ...]:
-    """Super-resolve one frame's (Y, U, V) planes (uint8 or uint16) to the plane `shapes` of the output."""
+    """Super-resolve one frame's (Y, U, V[, A]) planes (uint8 or uint16) to the plane `shapes` of the output."""
     dtype = planes[0].dtype
     y = torch.from_numpy(planes[0].astype(np.float32)).to(device) / peak
     y = imresize(y[None], scale)
     if upscaler is not None:
         y = upscaler(y[None])[0]
     y = (y * peak).round_().clamp_(0, peak)[0, : shapes[0][0], : shapes[0][1]]
-    chroma = torch.from_numpy(np.stack(planes[1:]).astype(np.float32)).to(device)
+    chroma = torch.from_numpy(np.stack(planes[1:3]).astype(np.float32)).to(device)
     ch, cw = shapes[1]
     chroma = imresize(chroma, scale)[:, :ch, :cw].round_().clamp_(0, peak)
-    out = (y.cpu().numpy().astype(dtype), *chroma.cpu().numpy().astype(dtype))
+    out = [y.cpu().numpy().astype(dtype), *chroma.cpu().numpy().astype(dtype)]
+    if len(planes) > 3:  # alpha: the same bicubic as chroma, at the luma size
+        alpha = imresize(torch.from_numpy(planes[3].astype(np.float32)).to(device)[None], scale)[0]
+        out.append(alpha[: shapes[3][0], : shapes[3][1]].round_().clamp_(0, peak).cpu().numpy().astype(dtype))
     return tuple(np.ascontiguousarray(p) for p in out)
 
 
@@ -95,7 +99,7 @@ def upscale_video(
     scale: float,
     upscaler: YUpscaler | None,
     *,
-    codec: str = "libx264",
+    codec: str | None = None,
     crf: float | None = None,
     preset: str | None = None,
     pix_fmt: str | None = None,

@@ -45,7 +45,7 @@ from vsr.errors import OutputError, VsrError
 from vsr.media.atomic import publish, remove, temp_path
 from vsr.media.reader import SegmentError, VideoReader
 from vsr.media.resize import output_length
-from vsr.media.writer import EncoderOptions, VideoWriter, encoder_settings
+from vsr.media.writer import EncoderOptions, VideoWriter
 from vsr.pipeline.video import VideoSummary, _check_target, upscale_video
 from vsr.scaleout.segments import Segment, plan, probe
 from vsr.scaleout.workdir import WorkFolder, check_stale, input_identity
@@ -335,8 +335,7 @@ def _trial_writer(src: str, dst: str, scale: float, enc: EncoderOptions) -> tupl
         out_w, out_h = output_length(info.width, scale), output_length(info.height, scale)
         writer = VideoWriter(tmp, None, reader, out_w, out_h, enc, label=dst)
         writer.abort()
-        codec, _, pix_fmt = encoder_settings(enc, info.pix_fmt)
-        return info, (out_w, out_h), codec, pix_fmt
+        return info, (out_w, out_h), writer.stream.codec_context.name, writer.pix_fmt_label
     finally:
         remove(tmp)
         reader.close()
