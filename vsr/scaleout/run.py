@@ -18,6 +18,9 @@ Contract:
   anew, its segments charged one try each. A stop signal ends the run at once (workers killed).
 - On an error or a stop, each unfinished output's finished parts stay in its work folder and a notice says
   how many and that the same command with --resume continues; nothing is ever left at an output's path.
+- A folder at an output's work folder name that vsr cannot prove its own (`vsr.scaleout.workdir`'s rule) is
+  never touched: a split output refuses it before any work (`OutputError`: move or remove it); an output
+  the streaming path takes leaves it alone with a notice.
 - Input that cannot be split (packets without timestamps, one segment only, or a segment that does not decode
   to the frames the probe listed: `SegmentError`) is upscaled by the streaming path
   (`vsr.pipeline.video.upscale_video`, with the caller's `upscaler`) with a notice: the output is the same.
@@ -48,7 +51,7 @@ from vsr.media.resize import output_length
 from vsr.media.writer import EncoderOptions, VideoWriter, encoder_settings
 from vsr.pipeline.video import VideoSummary, _check_target, upscale_video
 from vsr.scaleout.segments import Segment, plan, probe
-from vsr.scaleout.workdir import WorkFolder, check_stale, input_identity
+from vsr.scaleout.workdir import WorkFolder, check_ours, check_stale, input_identity
 from vsr.signals import check as check_stop
 from vsr.signals import deferred, held
 
@@ -361,6 +364,8 @@ def _prepare(src, dst, scale, enc, seconds, resume, overwrite) -> _Job:
         job.streaming = "its packets carry no timestamps" if probed is None else "it is shorter than two segments"
     elif Path(dst).suffix.lower() in _NO_JOIN_SUFFIXES:
         job.streaming = f"{Path(dst).suffix} output cannot be joined from parts: its muxer restarts each part's clock"
+    if not job.streaming:
+        check_ours(dst)  # a folder at the work folder's name that vsr cannot prove its own is refused, untouched
     if not resume and not overwrite:
         check_stale(dst)  # the streaming path too: an interrupted run's parts are never dropped silently
     return job
