@@ -4,6 +4,7 @@ here (plain bicubic, FFV1) and fails where a test says, exactly as a process poo
 from __future__ import annotations
 
 import json
+import signal
 from fractions import Fraction
 
 import av
@@ -16,6 +17,7 @@ from vsr.media.writer import EncoderOptions
 from vsr.pipeline.video import upscale_video
 from vsr.scaleout.run import WorkerDied, run_task, upscale_segmented
 from vsr.scaleout.workdir import WorkFolder, folder_for
+from vsr.signals import Interrupted
 
 from .test_video import make_clip, names, packets_of
 
@@ -143,7 +145,7 @@ def test_resume_does_not_reuse_a_mismatched_work_folder(tmp_path, clip, change):
     assert len(set(workers.ran)) == len(workers.ran)  # every segment done once: nothing reused
     said = " ".join(notices)
     if change == "segments":
-        assert "reusing" not in said
+        assert "reusing" not in said and "none of the earlier run's 4 segment(s) matches this run's segments" in said
     else:
         assert f"cannot be reused ({change} differ); starting over" in said and len(workers.ran) == 5
     assert _decoded(dst) == reference and names(tmp_path) == {"out.mkv"}
@@ -373,3 +375,35 @@ def test_vsr_deletes_only_its_own_files_from_its_work_folder(tmp_path, clip, fla
         f"{dst}: deleted vsr's files from {work} but left the folder: it also holds notes.txt, notes.writing.txt, "
         "part00001.mkv.txt and 1 more, which vsr did not write"
     ], notices
+
+
+def test_a_run_stopped_before_any_segment_finished_says_so_and_resume_says_there_is_nothing(tmp_path, clip):
+    src, reference = clip
+    dst, notices = tmp_path / "out.mkv", []
+    with pytest.raises(Interrupted):
+        _run(src, dst, FakeWorkers(fail={0: [Interrupted(signal.SIGINT)]}), notices=notices)
+    assert notices == [f"{dst}: stopped before any segment finished; nothing kept to resume"]
+    assert names(tmp_path) == set()
+    workers = FakeWorkers()
+    _, notices = _run(src, dst, workers, resume=True)
+    assert notices == [f"no earlier work to resume for {dst}; starting from the beginning"]
+    assert sorted(workers.ran) == [0, 1, 2, 3, 4] and _decoded(dst) == reference
+
+
+def test_a_run_stopped_after_a_segment_says_what_it_kept(tmp_path, clip):
+    src, _ = clip
+    dst, notices = tmp_path / "out.mkv", []
+    with pytest.raises(Interrupted):
+        _run(src, dst, FakeWorkers(fail={1: [Interrupted(signal.SIGTERM)]}), notices=notices)
+    work = folder_for(dst)
+    assert notices == [f"{dst}: 1 of 5 segments are done and kept in {work}; the same command with --resume continues"]
+    _, notices = _run(src, dst, FakeWorkers(), resume=True)
+    assert notices == [f"{src}: reusing 1 of 5 segments from an earlier run"]
+
+
+def test_resume_of_a_folder_run_names_the_outputs_with_nothing_to_resume_in_one_line(tmp_path, clip):
+    src, _ = clip
+    pairs = [(src, tmp_path / f"out{i}.mkv") for i in range(3)]
+    notices: list[str] = []
+    upscale_segmented(pairs, 2, FakeWorkers, enc=FFV1, seconds=0.4, resume=True, notice=notices.append)
+    assert notices == [f"no earlier work to resume for {pairs[0][1]} and 2 other output(s); starting them from the beginning"]

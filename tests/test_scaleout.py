@@ -83,6 +83,11 @@ def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path, weights):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert names(tmp_path) <= {"in.mkv", ".out.mkv.vsr-work"}
+    said = err.strip().splitlines()[-2]
+    if (tmp_path / ".out.mkv.vsr-work").exists():  # a segment finished after all (a very slow start)
+        assert "segments are done and kept in" in said, err
+    else:  # nothing kept, and the user is told so (issue 23)
+        assert said == f"vsr: {tmp_path / 'out.mkv'}: stopped before any segment finished; nothing kept to resume", err
 
 
 def _children(pid: int) -> list[int]:
