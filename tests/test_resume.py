@@ -4,6 +4,7 @@ here (plain bicubic, FFV1) and fails where a test says, exactly as a process poo
 from __future__ import annotations
 
 import json
+import signal
 from fractions import Fraction
 
 import av
@@ -16,6 +17,7 @@ from vsr.media.writer import EncoderOptions
 from vsr.pipeline.video import upscale_video
 from vsr.scaleout.run import WorkerDied, run_task, upscale_segmented
 from vsr.scaleout.workdir import WorkFolder, folder_for
+from vsr.signals import Interrupted
 
 from .test_video import make_clip, names, packets_of
 
@@ -70,8 +72,8 @@ def clip(tmp_path_factory):
     return src, _decoded(reference)
 
 
-def _run(src, dst, workers, **kwargs):
-    notices: list[str] = []
+def _run(src, dst, workers, notices=None, **kwargs):
+    notices = [] if notices is None else notices
     kwargs.setdefault("seconds", 0.4)
     kwargs.setdefault("enc", FFV1)
     summaries = upscale_segmented([(src, dst)], 2, lambda: workers, notice=notices.append, **kwargs)
@@ -143,7 +145,7 @@ def test_resume_does_not_reuse_a_mismatched_work_folder(tmp_path, clip, change):
     assert len(set(workers.ran)) == len(workers.ran)  # every segment done once: nothing reused
     said = " ".join(notices)
     if change == "segments":
-        assert "reusing" not in said
+        assert "reusing" not in said and "none of the earlier run's 4 segment(s) matches this run's segments" in said
     else:
         assert f"cannot be reused ({change} differ); starting over" in said and len(workers.ran) == 5
     assert _decoded(dst) == reference and names(tmp_path) == {"out.mkv"}
@@ -281,3 +283,127 @@ def test_avi_output_takes_the_streaming_path(tmp_path, clip):
     (summary,), notices = _run(src, tmp_path / "out.avi", workers, enc=EncoderOptions(codec="ffv1"))
     assert "not split (.avi output cannot be joined from parts" in " ".join(notices) and workers.ran == []
     assert summary.frames == 60 and names(tmp_path) == {"out.avi"}
+
+
+# ---------------------------------------------------------------- what vsr may delete (issue 23)
+
+
+def _tree(folder):
+    """Every file and folder under `folder`, with its bytes (None for a folder): byte-identical or not."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes() for p in sorted(folder.rglob("*"))}
+
+
+def _users_folder(work, kind):
+    """A folder at the work folder's name that vsr did not write: a user's notes, or a manifest of their own."""
+    work.mkdir()
+    (work / "sub").mkdir()
+    (work / "sub" / "keep.txt").write_text("keep me\n")
+    if kind == "notes":
+        (work / "notes.txt").write_text("my notes\n")
+    else:  # names like vsr's do not make it vsr's: only its manifest does
+        (work / "manifest.json").write_text('{"todo": ["part00000.mkv"]}')
+        (work / "part00000.mkv").write_bytes(b"not a video")
+    return _tree(work)
+
+
+@pytest.mark.parametrize("kind", ["notes", "own manifest"])
+@pytest.mark.parametrize("flags", [{}, {"resume": True}, {"overwrite": True}, {"resume": True, "overwrite": True}])
+def test_a_folder_vsr_did_not_write_is_refused_untouched(tmp_path, clip, kind, flags):
+    src, _ = clip
+    dst, work = tmp_path / "out.mkv", folder_for(tmp_path / "out.mkv")
+    before = _users_folder(work, kind)
+    workers = FakeWorkers()
+    with pytest.raises(OutputError, match=r"\.out\.mkv\.vsr-work is not a vsr work folder .* move or remove it") as exc:
+        _run(src, dst, workers, **flags)
+    assert "\n" not in str(exc.value) and workers.ran == []
+    assert _tree(work) == before and names(tmp_path) == {work.name}
+    with pytest.raises(OutputError, match="is not a vsr work folder"):
+        WorkFolder.open(dst, {}, resume=True, overwrite=True)
+    assert _tree(work) == before  # not even a lock file
+
+
+@pytest.mark.parametrize("lock", [None, b"", b"x"], ids=["empty", "empty lock", "a lock with bytes"])
+def test_an_empty_folder_or_one_with_only_vsrs_empty_lock_is_vsrs(tmp_path, lock):
+    """What a run killed between creating its folder and writing its first manifest leaves holds nothing to lose."""
+    work = folder_for(tmp_path / "out.mkv")
+    work.mkdir()
+    if lock is not None:
+        (work / "lock").write_bytes(lock)
+    if lock == b"x":  # a lock file vsr did not write (vsr's is empty)
+        with pytest.raises(OutputError, match="it holds no vsr manifest"):
+            WorkFolder.open(tmp_path / "out.mkv", {}, resume=True, overwrite=True)
+        assert (work / "lock").read_bytes() == b"x"
+        return
+    folder = WorkFolder.open(tmp_path / "out.mkv", {}, resume=True, overwrite=False)
+    assert folder.found == 0
+    folder.finish()
+    assert names(tmp_path) == set()
+
+
+@pytest.mark.parametrize("flags", [{}, {"resume": True}, {"overwrite": True}])
+def test_a_file_the_streaming_path_takes_leaves_a_folder_vsr_did_not_write_alone(tmp_path, flags):
+    short = make_clip(tmp_path / "short.mkv", pts=[0, 40, 80], audio=None)
+    dst, work = tmp_path / "out.mkv", folder_for(tmp_path / "out.mkv")
+    before = _users_folder(work, "notes")
+    (summary,), notices = _run(short, dst, FakeWorkers(), **flags)
+    assert summary.frames == 3 and _tree(work) == before
+    said = [n for n in notices if "leaving" in n]
+    assert said == [f"{dst}: leaving {work} untouched: it is not a vsr work folder (it holds no vsr manifest)"], notices
+
+
+@pytest.mark.parametrize("flags", [{"resume": True}, {"overwrite": True}])
+def test_vsr_deletes_only_its_own_files_from_its_work_folder(tmp_path, clip, flags):
+    """A work folder with vsr's manifest and a user's files: vsr's files go, the user's stay, with the folder."""
+    src, reference = clip
+    dst, work = tmp_path / "out.mkv", folder_for(tmp_path / "out.mkv")
+    with pytest.raises(VsrError):
+        _run(src, dst, FakeWorkers(fail={4: [RuntimeError("x"), RuntimeError("x")]}))
+    (work / "notes.txt").write_text("my notes\n")
+    (work / "sub").mkdir()
+    (work / "sub" / "keep.txt").write_text("keep me\n")
+    (work / "part00001.mkv.txt").write_text("a name close to vsr's is not vsr's\n")
+    (work / "notes.writing.txt").write_text("nor is a draft\n")
+    mine = {"notes.txt", "notes.writing.txt", "part00001.mkv.txt", "sub", "sub/keep.txt"}
+    users = {k: v for k, v in _tree(work).items() if k in mine}
+    with pytest.raises(OutputError, match="add --resume to reuse them"):
+        _run(src, dst, FakeWorkers())  # no flag: refused, as before
+    (summary,), notices = _run(src, dst, FakeWorkers(), **flags)
+    assert _decoded(dst) == reference
+    assert _tree(work) == users and names(tmp_path) == {"out.mkv", work.name}
+    left = [n for n in notices if "left the folder" in n]
+    assert left == [
+        f"{dst}: deleted vsr's files from {work} but left the folder: it also holds notes.txt, notes.writing.txt, "
+        "part00001.mkv.txt and 1 more, which vsr did not write"
+    ], notices
+
+
+def test_a_run_stopped_before_any_segment_finished_says_so_and_resume_says_there_is_nothing(tmp_path, clip):
+    src, reference = clip
+    dst, notices = tmp_path / "out.mkv", []
+    with pytest.raises(Interrupted):
+        _run(src, dst, FakeWorkers(fail={0: [Interrupted(signal.SIGINT)]}), notices=notices)
+    assert notices == [f"{dst}: stopped before any segment finished; nothing kept to resume"]
+    assert names(tmp_path) == set()
+    workers = FakeWorkers()
+    _, notices = _run(src, dst, workers, resume=True)
+    assert notices == [f"no earlier work to resume for {dst}; starting from the beginning"]
+    assert sorted(workers.ran) == [0, 1, 2, 3, 4] and _decoded(dst) == reference
+
+
+def test_a_run_stopped_after_a_segment_says_what_it_kept(tmp_path, clip):
+    src, _ = clip
+    dst, notices = tmp_path / "out.mkv", []
+    with pytest.raises(Interrupted):
+        _run(src, dst, FakeWorkers(fail={1: [Interrupted(signal.SIGTERM)]}), notices=notices)
+    work = folder_for(dst)
+    assert notices == [f"{dst}: 1 of 5 segments are done and kept in {work}; the same command with --resume continues"]
+    _, notices = _run(src, dst, FakeWorkers(), resume=True)
+    assert notices == [f"{src}: reusing 1 of 5 segments from an earlier run"]
+
+
+def test_resume_of_a_folder_run_names_the_outputs_with_nothing_to_resume_in_one_line(tmp_path, clip):
+    src, _ = clip
+    pairs = [(src, tmp_path / f"out{i}.mkv") for i in range(3)]
+    notices: list[str] = []
+    upscale_segmented(pairs, 2, FakeWorkers, enc=FFV1, seconds=0.4, resume=True, notice=notices.append)
+    assert notices == [f"no earlier work to resume for {pairs[0][1]} and 2 other output(s); starting them from the beginning"]

@@ -83,6 +83,11 @@ def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path, weights):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert names(tmp_path) <= {"in.mkv", ".out.mkv.vsr-work"}
+    said = err.strip().splitlines()[-2]
+    if (tmp_path / ".out.mkv.vsr-work").exists():  # a segment finished after all (a very slow start)
+        assert "segments are done and kept in" in said, err
+    else:  # nothing kept, and the user is told so (issue 23)
+        assert said == f"vsr: {tmp_path / 'out.mkv'}: stopped before any segment finished; nothing kept to resume", err
 
 
 def _children(pid: int) -> list[int]:
@@ -198,3 +203,26 @@ def test_sigterm_stops_the_workers_and_leaves_nothing_at_the_target(tmp_path, we
     assert err.strip().splitlines()[-1] == "vsr: interrupted by SIGTERM; no partial file was left", err
     assert names(tmp_path) <= {"long.mkv", ".out.mkv.vsr-work"}
     assert not _children(proc.pid)
+
+
+def test_a_users_folder_at_the_work_folder_name_is_left_untouched(tmp_path, weights):
+    """vsr deletes only what it can prove it wrote (issue 23): a split run refuses a folder without vsr's manifest
+    in one line, --overwrite included; the one-process path leaves it alone with a notice."""
+    src = make_clip(tmp_path / "in.mkv", pts=LONG[:60], size=(48, 32), options=GOP, audio=None)
+    out, work = tmp_path / "out.mkv", tmp_path / ".out.mkv.vsr-work"
+    (work / "sub").mkdir(parents=True)
+    (work / "notes.txt").write_text("my notes\n")
+    (work / "sub" / "keep.txt").write_text("keep me\n")
+    before = {str(p.relative_to(work)): p.is_dir() or p.read_bytes() for p in work.rglob("*")}
+    common = ["--scale", 2, "--weights", weights, "--codec", "ffv1", "--segment", 0.4]
+    for flags in (["--workers", 2], ["--resume", "--overwrite"]):
+        r = vsr("upscale", src, out, *common, *flags)
+        assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(f"vsr: error: {out}: {work} is not a vsr work folder (it holds no vsr manifest)"), r.stderr
+        assert "move or remove it" in r.stderr and names(tmp_path) == {"in.mkv", work.name}
+    for flags in ([], ["--overwrite"]):  # one process: the folder is none of its business
+        r = vsr("upscale", src, out, *common, *flags)
+        assert r.returncode == 0, r.stderr
+        assert f"vsr: {out}: leaving {work} untouched: it is not a vsr work folder (it holds no vsr manifest)" in r.stderr
+    assert {str(p.relative_to(work)): p.is_dir() or p.read_bytes() for p in work.rglob("*")} == before
+    assert names(tmp_path) == {"in.mkv", "out.mkv", work.name}

@@ -141,6 +141,9 @@ def test_sweep_removes_only_dead_writers_of_this_host(tmp_path, caplog):
         "other_target_alive": f".other.vsr-{host}-{os.getpid()}-0a1b2c.part.mkv",  # a parallel job's: not our business
         "other_target_gone": f".other.vsr-{host}-{dead.pid}-0a1b2c.part.mkv",
         "unrelated": ".out.mkv",
+        # near misses: only a whole name temp_path gives proves vsr wrote it (issue 23)
+        "users_backup": f".out.vsr-{host}-{dead.pid}-0a1b2c.part.mkv.bak",
+        "users_notes": ".out.vsr-notes.part.mkv",
     }
     for name in files.values():
         (tmp_path / name).write_bytes(b"x")
@@ -155,6 +158,7 @@ def test_sweep_removes_only_dead_writers_of_this_host(tmp_path, caplog):
         assert f"{tmp_path / files[key]} is a partial file of another vsr run" in text
     assert files["alive"] not in text  # this very process: its own file, in use
     assert files["other_target_alive"] not in text
+    assert files["users_backup"] not in text and files["users_notes"] not in text
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout_s: float = 120) -> None:

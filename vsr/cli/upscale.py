@@ -140,7 +140,7 @@ def upscale(
             summaries = []
             for one_src, one_dst in pairs:
                 if one_dst != "-" and not overwrite:
-                    check_stale(one_dst)  # an interrupted segmented run's parts are not dropped silently
+                    check_stale(one_dst, notice)  # an interrupted segmented run's parts are not dropped silently
                 one = upscale_video(
                     one_src, one_dst, scale, upscaler, codec=enc.codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
                     fmt_in=fmt if one_src == "-" else None, fmt_out=fmt if one_dst == "-" else None,

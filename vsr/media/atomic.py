@@ -16,6 +16,12 @@ Contract:
   (another host's, a live process's, an older vsr's naming) is left alone and named in a warning (two
   runs writing one output); other targets' live partial files are none of this run's business (parallel
   jobs into one folder). Warnings go to the `vsr` logger (the CLI prints them as `vsr: warning: ...`).
+- Proof: the sweep deletes a file only when its whole name is one `temp_path` gives (the `.vsr-` marker, a
+  host tag, a process id, a random tag and `.part`: a name no other program or person gives a file) and it
+  names this host and a process that no longer runs here: vsr wrote it and its writer cannot finish it. A
+  name without a process id (an older vsr's) proves no writer gone and is only named in a warning; the
+  one-in-65536 chance that another host sharing the folder has the same host tag is the remaining risk
+  (that host's vsr run, not a user's file, would lose its partial file and fail with one line).
 """
 
 from __future__ import annotations

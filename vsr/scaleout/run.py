@@ -17,7 +17,13 @@ Contract:
   ends the run naming the segment; a worker process that dies (killed, out of memory) makes the pool start
   anew, its segments charged one try each. A stop signal ends the run at once (workers killed).
 - On an error or a stop, each unfinished output's finished parts stay in its work folder and a notice says
-  how many and that the same command with --resume continues; nothing is ever left at an output's path.
+  how many and that the same command with --resume continues; when no output kept any, a notice says that
+  nothing was kept to resume. Nothing is ever left at an output's path.
+- `resume` says what it found: how many segments it reuses, that the earlier ones cannot be reused (and
+  why), or, in one line for all such outputs, that there was no earlier work to resume.
+- A folder at an output's work folder name that vsr cannot prove its own (`vsr.scaleout.workdir`'s rule) is
+  never touched: a split output refuses it before any work (`OutputError`: move or remove it); an output
+  the streaming path takes leaves it alone with a notice.
 - Input that cannot be split (packets without timestamps, one segment only, or a segment that does not decode
   to the frames the probe listed: `SegmentError`) is upscaled by the streaming path
   (`vsr.pipeline.video.upscale_video`, with the caller's `upscaler`) with a notice: the output is the same.
@@ -48,7 +54,7 @@ from vsr.media.resize import output_length
 from vsr.media.writer import EncoderOptions, VideoWriter
 from vsr.pipeline.video import VideoSummary, _check_target, upscale_video
 from vsr.scaleout.segments import Segment, plan, probe
-from vsr.scaleout.workdir import WorkFolder, check_stale, input_identity
+from vsr.scaleout.workdir import WorkFolder, check_ours, check_stale, input_identity
 from vsr.signals import check as check_stop
 from vsr.signals import deferred, held
 
@@ -360,6 +366,8 @@ def _prepare(src, dst, scale, enc, seconds, resume, overwrite) -> _Job:
         job.streaming = "its packets carry no timestamps" if probed is None else "it is shorter than two segments"
     elif Path(dst).suffix.lower() in _NO_JOIN_SUFFIXES:
         job.streaming = f"{Path(dst).suffix} output cannot be joined from parts: its muxer restarts each part's clock"
+    if not job.streaming:
+        check_ours(dst)  # a folder at the work folder's name that vsr cannot prove its own is refused, untouched
     if not resume and not overwrite:
         check_stale(dst)  # the streaming path too: an interrupted run's parts are never dropped silently
     return job
@@ -368,6 +376,7 @@ def _prepare(src, dst, scale, enc, seconds, resume, overwrite) -> _Job:
 def _open_folder(job: _Job, scale, enc, workers, resume, overwrite, notice) -> None:
     run = _run_identity(job.src, job.dst, scale, enc, workers)
     job.folder = WorkFolder.open(job.dst, run, resume=resume, overwrite=overwrite, notice=notice)
+    offered = len(job.folder.parts)
     for segment in job.segments:
         part = job.folder.reusable(segment)
         if part is not None:
@@ -375,6 +384,35 @@ def _open_folder(job: _Job, scale, enc, workers, resume, overwrite, notice) -> N
     job.reused = len(job.parts)
     if resume and job.reused:
         notice(f"{job.src}: reusing {job.reused} of {len(job.segments)} segments from an earlier run")
+    elif resume and offered:
+        notice(f"{job.dst}: none of the earlier run's {offered} segment(s) matches this run's segments; starting over")
+
+
+def _say_fresh(jobs: list[_Job], notice) -> None:
+    """--resume: one line for the outputs an earlier run left no work for."""
+    fresh = [job.dst for job in jobs if job.folder is not None and not job.folder.found]
+    if len(fresh) == 1:
+        notice(f"no earlier work to resume for {fresh[0]}; starting from the beginning")
+    elif fresh:
+        notice(f"no earlier work to resume for {fresh[0]} and {len(fresh) - 1} other output(s); starting them from the beginning")
+
+
+def _say_kept(jobs: list[_Job], notice) -> None:
+    """After an error or a stop: close the unfinished outputs' work folders and say what each kept, or that
+    nothing was kept."""
+    stopped = [job for job in jobs if job.folder is not None and job.folder.is_open and job.summary is None]
+    kept_any = False
+    for job in stopped:
+        kept = job.folder.close()
+        if kept:
+            kept_any = True
+            notice(
+                f"{job.dst}: {kept} of {len(job.segments)} segments are done and kept in {job.folder.path}; "
+                "the same command with --resume continues"
+            )
+    if stopped and not kept_any:
+        where = f"{stopped[0].dst}: " if len(stopped) == 1 else ""
+        notice(f"{where}stopped before any segment finished; nothing kept to resume")
 
 
 def upscale_segmented(
@@ -402,18 +440,13 @@ def upscale_segmented(
             for job in jobs:
                 if not job.streaming:
                     _open_folder(job, scale, enc, workers, resume, overwrite, notice)
+            if resume:
+                _say_fresh(jobs, notice)
         _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0)
     finally:
         if workers is not None:
             workers.close()
-        for job in jobs:
-            if job.folder is not None and job.summary is None:
-                kept = job.folder.close()
-                if kept:
-                    notice(
-                        f"{job.dst}: {kept} of {len(job.segments)} segments are done and kept in {job.folder.path}; "
-                        "the same command with --resume continues"
-                    )
+        _say_kept(jobs, notice)
     return [job.summary for job in jobs]
 
 
