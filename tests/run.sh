@@ -5,7 +5,8 @@
 # first run (Debian/Ubuntu's system Python refuses `pip install` outside one: externally-managed-environment).
 # torch: where no NVIDIA GPU is present it is pinned to 2.13.0, which this project's machines resolve to the CPU
 # build (elsewhere PyPI's 2.13.0 is the CUDA build: install the CPU one first, see README). With apt as root it
-# also installs what the window test needs (libGL, GLib, Xvfb, xdotool, ImageMagick) and python3-venv if missing.
+# also installs what the window test needs (libGL, GLib, Xvfb, xdotool, ImageMagick), ffmpeg (the formats test) and
+# python3-venv if missing.
 # Tests that need ../shared/data skip with a reason when it (or $VSR_TEST_DATA) is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,11 +49,12 @@ missing=()
 command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
 command -v xdotool >/dev/null 2>&1 || missing+=(xdotool)
 command -v import >/dev/null 2>&1 || missing+=(imagemagick)
+command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg) # tests/test_formats.py makes its inputs with ffmpeg's own tool
 if [ ${#missing[@]} -gt 0 ]; then
   if can_apt; then
-    apt_install "${missing[@]}" || echo "tests/run.sh: could not install ${missing[*]}; the window test will skip" >&2
+    apt_install "${missing[@]}" || echo "tests/run.sh: could not install ${missing[*]}; the tests that need them skip" >&2
   else
-    echo "tests/run.sh: ${missing[*]} missing (not root or no apt-get); the window test will skip" >&2
+    echo "tests/run.sh: ${missing[*]} missing (not root or no apt-get); the tests that need them skip" >&2
   fi
 fi
 "$PY" -m ruff check vsr tests bench

@@ -78,8 +78,10 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "mov": ("libx264", "libx265", "prores_ks"),
     "matroska": ("libx264", "libx265", "libvpx-vp9", "prores_ks", "libsvtav1", "ffv1"),
     "webm": ("libvpx-vp9", "libsvtav1"),
+    "avi": ("libx264", "libx265", "ffv1"),
+    "nut": ("libx264", "libx265", "libvpx-vp9", "ffv1"),
 }
-_OTHER = ("libx264", "libx265", "libsvtav1", "libvpx-vp9", "ffv1")
+_OTHER = ("libx264", "libx265", "libsvtav1", "libvpx-vp9")  # e.g. MPEG-TS: what players expect there, no FFV1
 # Formats left out of the choice: x265's alpha layer has no MP4/Matroska mapping players read.
 _EXCLUDED = {("libx265", "yuva420p"), ("libx265", "yuva420p10le")}
 # libvpx codes alpha as a second stream that only Matroska/WebM carry (BlockAdditional, libavformat/matroskaenc.c);
