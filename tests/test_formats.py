@@ -228,3 +228,20 @@ def test_alpha_into_mp4_is_said(tmp_path, engine):
     (notice,) = [m for m in summary.warnings if "cannot keep" in m]
     assert "alpha" in notice and "a .mkv output (libvpx-vp9) keeps it" in notice
     assert probe(tmp_path / "out.mp4")["video"]["pix_fmt"] == "yuv420p"
+
+
+def test_a_bad_option_for_any_file_of_a_folder_is_one_line_before_any_work(tmp_path):
+    """--preset slow suits the .mp4's libx264 but not the .webm's VP9: refused before the first file is written."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a_h264_high.mp4", "b_vp9_profile0.webm"):
+        family = next(f for f in FAMILIES if f.name == name.split("_", 1)[1])
+        make(family, folder).rename(folder / name)
+    r = subprocess.run(
+        [sys.executable, "-m", "vsr", "upscale", str(folder), str(tmp_path / "out"), "--scale", "2", "--arch", "9-1-5",
+         "--preset", "slow"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == ["vsr: error: libvpx-vp9 has no --preset; leave it out"]
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())  # no file written

@@ -122,6 +122,11 @@ def upscale(
         if src != "-" and not is_url(src) and not src_path.exists():
             raise InputError(f"{src}: no such file or folder; check the path")
         pairs = [(src, dst)]
+    if len(pairs) > 1 and not segmented:  # each file's encoder and options checked before the first is written
+        from vsr.pipeline.video import check_encoding
+
+        for one_src, one_dst in pairs:
+            check_encoding(one_src, one_dst, scale, enc)
     upscaler = load_upscaler(weights, scale, arch.value, device, backend.value, precision.value, bool(ensemble))
     with _VideoProgress(quiet) as progress:
         notice = lambda text: progress({"event": "notice", "message": text})  # noqa: E731

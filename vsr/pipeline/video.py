@@ -326,3 +326,20 @@ def _check_target(src: str, dst: str, overwrite: bool) -> None:
         raise OutputError(f"{dst}: the folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{dst}: the folder {folder} is not writable; choose another output folder")
+
+
+def check_encoding(src: str, dst: str, scale: float, enc: EncoderOptions) -> tuple:
+    """Open `src` and the encoder and output format as `upscale_video` would, on a temporary file beside `dst`
+    (removed): option and format errors come before any work (segmented runs, folders of videos). Returns (in info,
+    out size, codec, pix_fmt)."""
+    reader = VideoReader(src)
+    tmp = temp_path(dst)
+    try:
+        info = reader.info
+        out_w, out_h = output_length(info.width, scale), output_length(info.height, scale)
+        writer = VideoWriter(tmp, None, reader, out_w, out_h, enc, label=dst)
+        writer.abort()
+        return info, (out_w, out_h), writer.stream.codec_context.name, writer.pix_fmt_label
+    finally:
+        remove(tmp)
+        reader.close()

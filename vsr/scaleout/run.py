@@ -49,10 +49,9 @@ import torch
 
 from vsr.errors import OutputError, VsrError
 from vsr.media.atomic import publish, remove, temp_path
-from vsr.media.reader import SegmentError, VideoReader
-from vsr.media.resize import output_length
-from vsr.media.writer import EncoderOptions, VideoWriter
-from vsr.pipeline.video import VideoSummary, _check_target, upscale_video
+from vsr.media.reader import SegmentError
+from vsr.media.writer import EncoderOptions
+from vsr.pipeline.video import VideoSummary, _check_target, check_encoding, upscale_video
 from vsr.scaleout.segments import Segment, plan, probe
 from vsr.scaleout.workdir import WorkFolder, check_ours, check_stale, input_identity
 from vsr.signals import check as check_stop
@@ -331,27 +330,11 @@ def _run_identity(src: str, dst: str, scale: float, enc: EncoderOptions, workers
     }
 
 
-def _trial_writer(src: str, dst: str, scale: float, enc: EncoderOptions) -> tuple:
-    """Open the encoder and the output format as the streaming path would, on a temporary file beside `dst`
-    (removed): option and format errors come before any work. Returns (in info, out size, codec, pix_fmt)."""
-    reader = VideoReader(src)
-    tmp = temp_path(dst)
-    try:
-        info = reader.info
-        out_w, out_h = output_length(info.width, scale), output_length(info.height, scale)
-        writer = VideoWriter(tmp, None, reader, out_w, out_h, enc, label=dst)
-        writer.abort()
-        return info, (out_w, out_h), writer.stream.codec_context.name, writer.pix_fmt_label
-    finally:
-        remove(tmp)
-        reader.close()
-
-
 def _prepare(src, dst, scale, enc, seconds, resume, overwrite) -> _Job:
     """Everything about one pair that can be checked before workers start: the target, the encoder and output
     format, the segments, and a work folder left by an earlier run (refused without --resume)."""
     _check_target(src, dst, overwrite)
-    info, out_size, codec, pix_fmt = _trial_writer(src, dst, scale, enc)
+    info, out_size, codec, pix_fmt = check_encoding(src, dst, scale, enc)
     in_size = (info.width, info.height)
     probed = probe(src)
     segments: list[Segment] = []
