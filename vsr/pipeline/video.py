@@ -156,6 +156,7 @@ def upscale_video(
             }
         )
         run.start()
+        check_stop()  # a stop signal held while the stages started (vsr.pipeline.stages)
         while not run.finished.wait(0.25):
             check_stop()  # a stop signal some callback swallowed (vsr.signals)
             sent = _flush_warnings(warnings, lock, sent, report)
