@@ -14,9 +14,9 @@ Contract:
   SIGINT ignored so that Ctrl-C at the terminal does not reach them. Undoing either would break what the
   user asked of the shell. SIGTERM is handled unless it too was ignored.
 - Every stop signal raises until the CLI has caught one (`acknowledge()`); after that they are ignored,
-  so the clean-up finishes. A signal whose exception C code swallowed (PyAV's stdin read callback,
-  OpenCV's mouse callback) is therefore not lost: the next one raises again. A second signal during the
-  clean-up may leave a partial file, which the next run sweeps (`vsr.media.atomic`).
+  so the clean-up finishes. A signal whose exception C code swallowed (OpenCV's mouse callback) is
+  therefore not lost: the next one raises again. A second signal during the clean-up may leave a partial
+  file, which the next run sweeps (`vsr.media.atomic`).
 - `with deferred():` holds a signal back until the block ends (then raises it), for writes that belong
   together (training's checkpoint, weights and log of one epoch). Main thread only, like the handler.
 - `with held():` holds signals the same way but does not raise them when the block ends: clean-up that runs
@@ -29,6 +29,10 @@ Contract:
   thread is, and a callback that C code calls (OpenCV's mouse callback inside `cv2.waitKey`) may discard
   the exception. The main loops (video pipeline, webcam, training steps, image folders) call it, so such
   a stop still ends the run instead of being lost. It raises once.
+- `arrived()` says, in any thread, that a stop signal has arrived since `install()` (deferred, held, raised or
+  ignored after `acknowledge()` alike); it stays true. Code that waits where the signal cannot reach it (a thread
+  other than the main one, a wait inside a C callback that would swallow the exception: reading stdin for PyAV,
+  `vsr.media.stdin`) waits in short slices and gives up once it is true.
 """
 
 from __future__ import annotations
@@ -62,9 +66,11 @@ def exit_code(signum: int) -> int:
 _acknowledged = threading.Event()
 _previous: dict[int, object] = {}
 _state = {"depth": 0, "pending": None}  # deferred() nesting; the stop signal not yet raised by check()/deferred()
+_arrived = threading.Event()  # a stop signal arrived since install(): arrived()
 
 
 def _handler(signum: int, frame) -> None:
+    _arrived.set()
     if _acknowledged.is_set():
         return  # the CLI is stopping: let it finish
     _state["pending"] = signum
@@ -83,6 +89,11 @@ def restore() -> None:
     for signum, handler in _previous.items():
         signal.signal(signum, handler)
     _previous.clear()
+
+
+def arrived() -> bool:
+    """Whether a stop signal has arrived since `install()`; any thread (see the contract)."""
+    return _arrived.is_set()
 
 
 def check() -> None:
@@ -129,6 +140,7 @@ def install() -> list[int]:
         signal.signal(signum, _handler)
         handled.append(signum)
     _acknowledged.clear()
+    _arrived.clear()
     _state["pending"] = None
     return handled
 

@@ -146,6 +146,8 @@ def upscale(
             for one_src, one_dst in pairs:
                 if one_dst != "-" and not overwrite:
                     check_stale(one_dst, notice)  # an interrupted segmented run's parts are not dropped silently
+                if one_src == "-" and _stdin_is_terminal():
+                    notice(WAITING_FOR_STDIN)
                 one = upscale_video(
                     one_src, one_dst, scale, upscaler, codec=enc.codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
                     fmt_in=fmt if one_src == "-" else None, fmt_out=fmt if one_dst == "-" else None,
@@ -164,6 +166,23 @@ def upscale(
                 highlight=False,
                 soft_wrap=True,
             )
+
+
+WAITING_FOR_STDIN = (
+    "waiting for a video stream on stdin (pipe one in, e.g. `ffmpeg -i in.mp4 -f matroska - | vsr upscale - out.mp4`; "
+    "Ctrl-C to stop)"
+)
+
+
+def _stdin_is_terminal() -> bool:
+    """`vsr upscale - ...` typed at a terminal with nothing piped: vsr would wait silently for a stream, so it says so
+    (Ctrl-C, SIGTERM and SIGHUP end the wait, Ctrl-D ends the input: vsr.media.stdin)."""
+    import sys
+
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (OSError, ValueError):
+        return False
 
 
 VIDEO_SUFFIXES = frozenset(

@@ -3,7 +3,9 @@ untouched. No torch.
 
 - `VideoReader(src, fmt)` opens a file path, a URL or "-" (stdin, `fmt` names the container format, e.g.
   "matroska"; see `vsr.media.source`) and picks the first video stream that is not cover art. It decodes the
-  first frame at once, so a file without a decodable video frame fails early with `InputError`.
+  first frame at once, so a file without a decodable video frame fails early with `InputError`. While it waits
+  for stdin, a stop signal raises `vsr.signals.Interrupted` (`vsr.media.stdin`); `cancel()` (any thread) ends a
+  later wait for stdin, so `read()` ends where the input stopped.
 - `VideoReader.read()` yields, in demux order, `Picture`s (decoded frames, `vsr.media.frames`) and `av.Packet`s of
   the other streams (audio, subtitle, data), which `VideoWriter.mux` copies byte for byte. Only input without any
   timestamps gets them from the frame rate, with a warning. Damaged input is decoded as far as it goes; where
@@ -67,9 +69,11 @@ class VideoReader:
                 if isinstance(item, Picture):
                     break
             else:
+                self._streams.raise_stop()  # the input ended because a stop signal ended the wait for stdin
                 raise InputError(
                     f"{self.src}: no video frame could be decoded; the file is damaged or its codec is not supported"
                 )
+            self._streams.raise_stop()
             self.info = self._make_info(self._first_frame)
             self.hwaccel_active = self._streams.hwaccel_in_use()
             del self._first_frame
@@ -231,6 +235,11 @@ class VideoReader:
                 f"{self.src}: the video stops at {reached:.3f} s but the file says it lasts {announced:.3f} s; "
                 "it is probably cut off, the output holds what could be decoded"
             )
+
+    def cancel(self) -> None:
+        """Any thread: stop waiting for stdin, so that `read()` ends within a fraction of a second (see
+        `InputStreams.cancel`). For files and URLs nothing changes."""
+        self._streams.cancel()
 
     def close(self) -> None:
         self._streams.close()

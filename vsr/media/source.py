@@ -1,5 +1,6 @@
-"""Opening an input for reading with PyAV: a file path, a URL (rtsp://, http(s)://, ...) or "-" (stdin), optionally
-with NVDEC (`_open_input`), and what differs between the PyAV releases vsr allows (`AV_MAJOR`).
+"""Opening an input for reading with PyAV: a file path, a URL (rtsp://, http(s)://, ...) or "-" (stdin, read through
+`vsr.media.stdin` so that a stop signal ends the wait), optionally with NVDEC (`_open_input`), and what differs
+between the PyAV releases vsr allows (`AV_MAJOR`).
 
 Why decoded frames leave the GPU (NVDEC) even though the SR stage uploads them again. PyAV can keep them there
 (`HWAccel(is_hw_owned=True)`, planes exported through DLPack: av/video/plane.py `__dlpack__`), which would save
@@ -21,13 +22,13 @@ The bottleneck of a GPU run is expected to be the CPU encoder (libx264) or NVENC
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import av
 
 from vsr.errors import InputError, UsageError
 from vsr.media.frames import Warn
+from vsr.media.stdin import StdinPipe, open_stdin
 
 # Metadata that is not valid UTF-8 (old muxers write Latin-1 titles): PyAV before 19 decodes it strictly unless told
 # `metadata_errors="replace"`, and raises on the whole file otherwise; PyAV 19 removed the argument (av/container/core.py
@@ -60,9 +61,15 @@ def _announced_duration_s(stream: av.video.stream.VideoStream) -> float | None:
 
 
 def _open_input(
-    src: str, fmt: str | None, hwaccel: str | None = None, warn: Warn = lambda message: None, device: int | None = None
+    src: str,
+    fmt: str | None,
+    hwaccel: str | None = None,
+    warn: Warn = lambda message: None,
+    device: int | None = None,
+    stdin=None,
 ) -> tuple[av.container.InputContainer, bool]:
-    """Open `src` for reading -> (container, whether a hardware device was attached).
+    """Open `src` for reading -> (container, whether a hardware device was attached). `stdin` is the file object
+    "-" reads (`vsr.media.stdin.open_stdin()`).
 
     With `hwaccel` (e.g. "cuda": NVDEC) PyAV creates the device when it opens the video stream's decoder; if it
     cannot (no GPU, no driver), the file is opened again for the CPU with a warning that gives FFmpeg's reason.
@@ -77,13 +84,13 @@ def _open_input(
     colour tags vsr copies to the output; 18.0 copies them (`_copy_internal_attributes`). PyAV 17 (the newest on
     Python 3.10) therefore decodes on the CPU, with a notice."""
     if not hwaccel:
-        return _open_input_with(src, fmt, {}), False
+        return _open_input_with(src, fmt, {}, stdin=stdin), False
     if AV_MAJOR < 18:
         warn(
             f"hardware decoding ({hwaccel}) needs PyAV 18 or newer, which keeps the colour tags of the frames it takes "
             f"from the GPU (this is PyAV {av.__version__}; PyAV 18 needs Python 3.11 or newer); decoding on the CPU"
         )
-        return _open_input_with(src, fmt, {}), False
+        return _open_input_with(src, fmt, {}, stdin=stdin), False
     from av.codec.hwaccel import HWAccel, hwdevices_available
 
     kinds = hwdevices_available()
@@ -91,7 +98,7 @@ def _open_input(
         raise UsageError(f"--hwaccel {hwaccel}: not a hardware device type this FFmpeg knows; use one of {', '.join(kinds)}")
     accel = HWAccel(device_type=hwaccel, device=None if device is None else str(device), allow_software_fallback=True)
     try:
-        return _open_input_with(src, fmt, {"hwaccel": accel}, raw_errors=True), True
+        return _open_input_with(src, fmt, {"hwaccel": accel}, raw_errors=True, stdin=stdin), True
     except (av.FFmpegError, OSError, ValueError) as exc:  # no such device, no driver, no permission
         if src == "-":
             raise UsageError(f"--hwaccel {hwaccel} could not open stdin ({_err_text(exc)}); drop --hwaccel") from None
@@ -100,10 +107,10 @@ def _open_input(
         return container, False
 
 
-def _open_input_with(src: str, fmt: str | None, extra: dict, raw_errors: bool = False) -> av.container.InputContainer:
+def _open_input_with(src: str, fmt: str | None, extra: dict, raw_errors: bool = False, stdin=None) -> av.container.InputContainer:
     options = dict(extra)
     if src == "-":
-        file = sys.stdin.buffer
+        file = stdin if stdin is not None else open_stdin()
     elif is_url(src):
         file = src
         options["timeout"] = (30.0, 30.0)
@@ -119,6 +126,8 @@ def _open_input_with(src: str, fmt: str | None, extra: dict, raw_errors: bool = 
     try:
         return av.open(file, "r", format=fmt, **_METADATA_OPTIONS, **options)
     except (av.FFmpegError, OSError, ValueError) as exc:
+        if src == "-":
+            _stdin_ended(file)
         if raw_errors:
             raise
         if fmt and isinstance(exc, ValueError):
@@ -132,11 +141,26 @@ def _open_input_with(src: str, fmt: str | None, extra: dict, raw_errors: bool = 
         raise InputError(f"{src}: cannot be read as a video ({_err_text(exc)}){hint}") from None
 
 
+def _stdin_ended(stdin) -> None:
+    """After PyAV failed to open stdin: raise the stop signal that ended the wait for it, or say that nothing came
+    (nothing piped, or Ctrl-D at a terminal)."""
+    if not isinstance(stdin, StdinPipe):
+        return
+    stdin.raise_stop()
+    if stdin.bytes_read == 0:
+        raise InputError(
+            "-: no input: stdin ended before any data came; pipe a video in, e.g. "
+            "`ffmpeg -i in.mp4 -f matroska - | vsr upscale - out.mp4`"
+        )
+
+
 class InputStreams:
     """An input opened for decoding (see the module contract): its container, the video stream vsr decodes (the first
     that is not cover art; slice threads only when `live`, else frame and slice threads), the streams copied untouched
     (audio, subtitle, data), the attachments, metadata and chapters; after the first frame, `hwaccel_in_use` says
-    whether the hardware decoder asked for really decodes it."""
+    whether the hardware decoder asked for really decodes it. For "-", a stop signal that ends the wait for stdin
+    makes PyAV see the end of the input; `raise_stop()` then raises it (after each PyAV call in the main thread), and
+    `cancel()` ends a wait from any thread (`vsr.media.stdin`)."""
 
     def __init__(
         self,
@@ -148,8 +172,10 @@ class InputStreams:
         hwaccel_device: int | None = None,
     ):
         self.src, self._warn, self._hwaccel = src, warn, hwaccel
-        self.container, self._hw_attached = _open_input(src, fmt, hwaccel, warn, hwaccel_device)
+        self._stdin = open_stdin() if src == "-" else None
+        self.container, self._hw_attached = _open_input(src, fmt, hwaccel, warn, hwaccel_device, self._stdin)
         try:
+            self.raise_stop()
             c = self.container
             videos = [s for s in c.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
             if not videos:
@@ -162,6 +188,17 @@ class InputStreams:
         self.video.thread_type = "SLICE" if live else "AUTO"  # frame threads delay output by a frame each
         self.passthrough = [s for s in c.streams if s.type in ("audio", "subtitle", "data")]
         self.attachments = [s for s in c.streams if s.type == "attachment"]
+
+    def raise_stop(self) -> None:
+        """Raise a stop signal that ended a read of stdin in this thread (see the class docstring); else nothing."""
+        if isinstance(self._stdin, StdinPipe):
+            self._stdin.raise_stop()
+
+    def cancel(self) -> None:
+        """Any thread: a read waiting for stdin gives up within `vsr.media.stdin.POLL_S` (the input ends there).
+        Files and URLs are not waited for this way: nothing to do."""
+        if isinstance(self._stdin, StdinPipe):
+            self._stdin.cancel()
 
     @property
     def metadata(self) -> dict[str, str]:

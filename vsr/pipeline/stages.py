@@ -3,8 +3,11 @@
 Contract: `Stages` starts one daemon thread per body (`_decode`, `_upscale`, `_encode`, given by the subclass), joins
 them by two bounded queues (`decoded`, `upscaled`, `QUEUE_SIZE` items each: back-pressure, bounded memory) through
 `_put` and `_get`, which give up when `stop` is set (then `_get` returns `END`). The first exception of any stage,
-Ctrl-C included, is kept for the caller (`raise_error`) and stops the others. Per-stage counters (busy and waiting
-seconds, frames, queue fill; each written only by its own stage's thread) become `stage_figures` for `vsr bench`.
+Ctrl-C included, is kept for the caller (`raise_error`) and stops the others. `start()` starts all three or none as
+far as vsr's stop signals go (they are held while it runs, and raised by the caller's next `vsr.signals.check()`),
+and `join()` passes over a thread that never started (Ctrl-C without `vsr.signals`), so a stop there ends cleanly.
+Per-stage counters (busy and waiting seconds, frames, queue fill; each written only by its own stage's thread)
+become `stage_figures` for `vsr bench`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+
+from vsr.signals import held
 
 QUEUE_SIZE = 16  # items (frames or passthrough packets) per queue
 JOIN_TIMEOUT_S = 10.0
@@ -53,9 +58,10 @@ class Stages:
         raise NotImplementedError
 
     def start(self) -> None:
-        self.started = True
-        for t in self.threads:
-            t.start()
+        with held():  # a stop arriving here is raised by the caller's next check(), once all three run
+            self.started = True
+            for t in self.threads:
+                t.start()
 
     def alive(self) -> bool:
         return any(t.is_alive() for t in self.threads)
@@ -63,7 +69,8 @@ class Stages:
     def join(self) -> None:
         deadline = time.monotonic() + JOIN_TIMEOUT_S
         for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+            if t.ident is not None:  # started
+                t.join(max(0.0, deadline - time.monotonic()))
 
     def raise_error(self) -> None:
         if self.error is not None:

@@ -10,8 +10,10 @@ Contract:
   cropped to the output's chroma size (ceil(out / subsampling)); alpha (where the input has it) like U and V, at
   the luma size. No RGB round trip.
 - Stages are joined by bounded queues (back-pressure, bounded memory). An error in any stage stops the
-  others and is raised in the caller's thread; Ctrl-C (KeyboardInterrupt) stops all stages within
-  seconds and is re-raised. Frames decoded and frames encoded are counted; a difference is an error.
+  others and is raised in the caller's thread; Ctrl-C (KeyboardInterrupt) and the stop signals
+  (`vsr.signals`) stop all stages within seconds and are re-raised, also while the input is stdin and its
+  producer has stalled or written nothing (`vsr.media.stdin`). Frames decoded and frames encoded are counted;
+  a difference is an error.
 - Output safety: a file target is written to a hidden temporary file beside it (same suffix, so the
   container format follows the name) and renamed onto the target only on success; on any error or
   interrupt the temporary file is deleted and the target left untouched. An existing target is refused
@@ -160,6 +162,7 @@ def upscale_video(
             }
         )
         run.start()
+        check_stop()  # a stop signal held while the stages started (vsr.pipeline.stages)
         while not run.finished.wait(0.25):
             check_stop()  # a stop signal some callback swallowed (vsr.signals)
             sent = _flush_warnings(warnings, lock, sent, report)
@@ -180,6 +183,7 @@ def upscale_video(
                 raise OutputError(f"{dst}: cannot move the finished video into place ({exc.strerror})") from None
     except BaseException:
         run.stop.set()
+        reader.cancel()  # a decode stage waiting for stdin gives up (vsr.media.stdin)
         try:
             if run.started:
                 run.join()  # each stage closes its own container; a stage stuck in I/O is left behind (daemon)
