@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vsr.cli.common import Opt, err_console, out_console, passive_openmp
+from vsr.cli.common import PRESET_HELP, Opt, err_console, out_console, passive_openmp
 from vsr.errors import UsageError
 
 
@@ -50,7 +50,7 @@ def bench(
         bool, typer.Option("--naive/--no-naive", help="Time the naive per-frame loop (vsr.bench.naive) beside the pipeline rows.")
     ] = True,
     codec: Annotated[str, typer.Option(help="Video encoder of the pipeline and transcode rows.")] = "libx264",
-    preset: Annotated[str | None, typer.Option(help="Encoder preset (codec default: medium for x264).")] = None,
+    preset: Annotated[str | None, typer.Option(help=f"Encoder preset; {PRESET_HELP}")] = None,
     pipeline: Annotated[bool, typer.Option("--pipeline/--no-pipeline", help="Measure the pipeline and transcode rows.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --json/--plot files.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,

@@ -21,7 +21,14 @@ from vsr.errors import UsageError
 
 class PlainHelp:
     """Plain help: no `<bool>` type beside flags (it invites `--overwrite true`, which fails) and arguments named
-    SRC DST in capitals without braces (current typer writes `{src} {dst}` in the usage line)."""
+    SRC DST in capitals without braces (current typer writes `{src} {dst}` in the usage line); no `[default: None]`
+    (typer 0.15 writes it; an option without a default says in its help what happens without it).
+
+    Help fits 80 columns (tests/test_cli.py checks every command at COLUMNS=80): typer's option table gives the
+    help text what is left beside the option names and the metavar column, about 35 characters at 80 columns, and
+    cuts a longer word with `…`; the metavar column folds mid-word when it is narrowed. So a choice of more than
+    a few short names gets a one-word metavar (`metavar="NAME"`) and its help lists the choices, and help texts
+    have no word (a path, a URL) longer than about 30 characters."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -30,6 +37,8 @@ class PlainHelp:
                 param.metavar = ""
             elif isinstance(param, typer.core.TyperArgument) and param.metavar is None:
                 param.metavar = param.name.upper()
+            if param.default is None and not isinstance(param.show_default, str):
+                param.show_default = False
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
@@ -61,9 +70,19 @@ state = {"debug": False}
 
 
 class Arch(str, Enum):
+    """Filter sizes f1-f2-f3 that `vsr train` trains."""
+
     a915 = "9-1-5"
     a935 = "9-3-5"
     a955 = "9-5-5"
+
+
+class ShippedArch(str, Enum):
+    """The models with shipped weights (vsr/model/weights/: x2, x3, x4 each), which `--arch` picks without
+    `--weights`. 9-3-5 has none: `vsr train --arch 9-3-5` makes a file for `--weights`."""
+
+    a955 = "9-5-5"
+    a915 = "9-1-5"
 
 
 def help_without_command(ctx: typer.Context) -> None:
@@ -182,29 +201,42 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+# The encoders' defaults (vsr.media.writer.ENCODER_DEFAULTS), written out: the help must not import PyAV.
+# tests/test_cli.py checks them against the table.
+CRF_HELP = (
+    "CRF (CQ for NVENC), lower is better; default: 18 for libx264, 20 for libx265, 30 for AV1, 31 for VP9, "
+    "19 for h264_nvenc; ffv1 is lossless and takes none."
+)
+PRESET_HELP = "default: medium for libx264 and libx265, 8 for libsvtav1, p5 for NVENC; libaom-av1, VP9 and ffv1 take none."
+
+
 class Opt:
     """The option types several commands share, e.g. `scale: Opt.Scale = 2` (one help text each)."""
 
     Precision = Annotated[
         Precision,  # the enum above: a class body binds its name only after the right side ran
         typer.Option(
-            help="auto: fp16 on a GPU; on a CPU with native bf16 (AVX512_BF16 or AMX) bf16 for the layers where it costs "
-            "at most 0.01 dB (measured per shipped model, vsr/model/weights/cpu_precision.json), fp32 elsewhere. "
-            "bf16: every layer (CPU). fp16: GPU only."
+            metavar="NAME",
+            help="auto, fp32, bf16 or fp16. auto: fp16 on a GPU; on a CPU with native bf16 (AVX512_BF16 or AMX) bf16 "
+            "in the layers where it costs at most 0.01 dB (measured per shipped model), fp32 elsewhere. bf16: every "
+            "layer (CPU). fp16: GPU only.",
         ),
     ]
-    Weights = Annotated[Path | None, typer.Option(help="SRCNN weights (.safetensors); default: shipped weights for --scale.")]
+    Weights = Annotated[
+        Path | None, typer.Option(help="SRCNN weights (.safetensors, from vsr train); default: the shipped ones.")
+    ]
     Scale = Annotated[
         int, typer.Option(help="Upscaling factor, 2-8. Shipped weights cover 2, 3 and 4; other factors need --weights FILE.")
     ]
     Arch = Annotated[
-        Arch,
+        ShippedArch,
         typer.Option(
-            help="Shipped weights to use without --weights: 9-5-5 (best) or 9-1-5 (fastest), each for x2, x3, x4; "
-            "9-3-5 needs --weights FILE."
+            metavar="NAME",
+            help="Shipped weights to use without --weights: 9-5-5 (best) or 9-1-5 (fastest), each for x2, x3, x4. "
+            "Other models (e.g. 9-3-5, from vsr train): --weights FILE.",
         ),
     ]
-    Device = Annotated[str, typer.Option(help="auto (GPU if any), cpu or cuda.")]
+    Device = Annotated[str, typer.Option(help="auto (a GPU if there is one), cpu or cuda.")]
     Ensemble = Annotated[
         bool | None,
         typer.Option(

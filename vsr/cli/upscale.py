@@ -16,11 +16,13 @@ from rich.progress import (
 )
 
 from vsr.cli.common import (
-    Arch,
+    CRF_HELP,
+    PRESET_HELP,
     Backend,
     Opt,
     PlainProgress,
     Precision,
+    ShippedArch,
     check_scale,
     err_console,
     live_display,
@@ -36,28 +38,38 @@ def upscale(
     dst: Annotated[str, typer.Argument(help="Output image, folder, video file, or - for stdout.", show_default=False)],
     scale: Opt.Scale = 2,
     weights: Opt.Weights = None,
-    arch: Opt.Arch = Arch.a955,
+    arch: Opt.Arch = ShippedArch.a955,
     device: Opt.Device = "auto",
     codec: Annotated[
         str,
         typer.Option(
-            help="Video encoder: libx264, libx265, libsvtav1, libvpx-vp9, h264_nvenc (NVIDIA GPUs), or any other PyAV has."
+            help="Video encoder: libx264, libx265, libsvtav1, libvpx-vp9, ffv1 (lossless), h264_nvenc (NVIDIA GPUs), "
+            "or any other PyAV has."
         ),
     ] = "libx264",
-    crf: Annotated[float | None, typer.Option(help="Video quality (CRF, or CQ for NVENC); lower is better.")] = None,
-    preset: Annotated[str | None, typer.Option(help="Encoder preset (codec default: medium for x264/x265).")] = None,
-    pix_fmt: Annotated[str | None, typer.Option(help="Output pixel format (default: the input's, e.g. yuv420p).")] = None,
+    crf: Annotated[float | None, typer.Option(help=f"Video quality: {CRF_HELP}")] = None,
+    preset: Annotated[str | None, typer.Option(help=f"Encoder preset; {PRESET_HELP}")] = None,
+    pix_fmt: Annotated[str | None, typer.Option(help="Output pixel format, e.g. yuv420p, yuv444p; default: the input's.")] = None,
     fmt: Annotated[
         str | None,
         typer.Option(
-            "--format", help="Container format of - (stdin/stdout), e.g. matroska, mpegts; - as output defaults to matroska."
+            "--format",
+            help="Container format of - (stdin/stdout), e.g. matroska, mpegts; - as input is probed, - as output "
+            "defaults to matroska.",
         ),
     ] = None,
     backend: Annotated[
-        Backend, typer.Option(help="auto: tensorrt or compile on a GPU, eager on the CPU (images: always eager).")
+        Backend,
+        typer.Option(
+            metavar="NAME",
+            help="auto, eager, compile or tensorrt. auto: tensorrt or compile on a GPU, eager on the CPU (images: always eager).",
+        ),
     ] = Backend.auto,
     precision: Opt.Precision = Precision.auto,
-    hwaccel: Annotated[str | None, typer.Option(help="Hardware decoding, e.g. cuda (NVDEC); falls back to the CPU.")] = None,
+    hwaccel: Annotated[
+        str | None,
+        typer.Option(help="Hardware decoding, e.g. cuda (NVDEC), with a warning and the CPU where it is unavailable."),
+    ] = None,
     ensemble: Opt.Ensemble = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
@@ -77,7 +89,7 @@ def upscale(
         str | None,
         typer.Option(
             help="Run the segments as Ray tasks: local (start Ray here) or a cluster address (HOST:PORT, ray://...); "
-            "needs Ray (pip install ray, or the vsr-srcnn\\[ray] extra).",
+            "needs Ray (pip install ray).",
         ),
     ] = None,
 ) -> None:
