@@ -53,7 +53,7 @@ def bench(
     preset: Annotated[str | None, typer.Option(help=f"Encoder preset; {PRESET_HELP}")] = None,
     pipeline: Annotated[bool, typer.Option("--pipeline/--no-pipeline", help="Measure the pipeline and transcode rows.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --json/--plot files.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or notices (wrote FILE).")] = False,
 ) -> None:
     """Measure throughput on this machine: model only, the video pipeline and the transcode-only baseline."""
     passive_openmp()

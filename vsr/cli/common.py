@@ -69,6 +69,34 @@ err_console = Console(stderr=True)
 state = {"debug": False}
 
 
+def say(text: str) -> None:
+    """One plain line on stderr: no markup or highlighting, never wrapped by rich (a log keeps it whole); above any
+    progress display."""
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def notice(text: str, quiet: bool = False) -> None:
+    """`vsr: TEXT` on stderr, unless `quiet`. What `--quiet` means, in every command that has it:
+
+    It drops what only informs: progress bars and progress lines, summary lines (`30 frames ... in 0.4 s`, the
+    total of a folder) and notices, which say what vsr chose or is doing (a backend handing over, a TensorRT engine
+    being built, an emulated precision, a file not split into segments, segments reused or started over, where an
+    interrupted run's segments are kept, training without per-epoch evaluation).
+    It keeps errors and warnings (`warning` below, and what library code logs to the `vsr` logger): the output
+    lacks or changes something the input had or the command asked for (a stream, chapters or attachments not
+    copied, bit depth reduced, damaged data skipped, hardware decoding not used, a partial file removed). And it
+    keeps what a command is run for: bench's and eval's tables, train's line per epoch and its weights path.
+    A message is a notice or a warning by what it reports, not by how loud it should be; `upscale` also prints,
+    at the end, any warning a file's summary holds that was not printed as one during the run."""
+    if not quiet:
+        say(f"vsr: {text}")
+
+
+def warning(text: str) -> None:
+    """`vsr: warning: TEXT` on stderr, with or without --quiet (see `notice`)."""
+    say(f"vsr: warning: {text}")
+
+
 class Arch(str, Enum):
     """Filter sizes f1-f2-f3 that `vsr train` trains."""
 
@@ -175,15 +203,15 @@ def load_upscaler(
     backend: str = "eager",
     precision: str | None = None,
     ensemble: bool = False,
+    quiet: bool = False,
 ):
     from vsr.engine.chain import make_upscaler
     from vsr.engine.ensemble import SelfEnsemble
     from vsr.model.srcnn import load_weights
     from vsr.model.weights import default_weights
 
-    notice = lambda text: err_console.print(f"vsr: {text}", markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     model = load_weights(weights or default_weights(scale, arch))
-    upscaler = make_upscaler(model, backend, device, precision, notice=notice)
+    upscaler = make_upscaler(model, backend, device, precision, notice=lambda text: notice(text, quiet))
     return SelfEnsemble(upscaler) if ensemble else upscaler
 
 

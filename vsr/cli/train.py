@@ -12,7 +12,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from vsr.cli.common import Arch, PlainProgress, err_console, out_console, progress_bar
+from vsr.cli.common import Arch, PlainProgress, err_console, notice, out_console, progress_bar
 
 
 class Recipe(str, Enum):
@@ -58,7 +58,9 @@ def train(
     scale_aug: Annotated[
         bool, typer.Option("--scale-aug", help="Also train on copies downscaled by 0.9-0.6 (FSRCNN's augmentation).")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="One line per epoch, no progress bar.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar or notices; still one line per epoch and the weights' path.")
+    ] = False,
 ) -> None:
     """Train SRCNN on sub-images of still images (the paper's protocol)."""
     from vsr.train.training import TrainConfig
@@ -88,13 +90,13 @@ def train(
 
         def report(event: dict) -> None:
             kind = event["event"]
-            if kind == "start":
+            if kind == "start" and not quiet:
                 err_console.print(
                     f"training {cfg.arch} x{cfg.scale} ({cfg.recipe}) on {event['samples']} sub-images, "
                     f"epochs {event['start_epoch'] + 1}..{event['epochs']}, {event['device']}"
                 )
             elif kind == "notice":
-                progress.console.print(f"vsr: {event['message']}", markup=False, highlight=False, soft_wrap=True)
+                notice(event["message"], quiet)
             elif kind == "step":
                 progress.update(task, completed=event["step"], total=event["steps"], epoch=event["epoch"])
                 plain(event["step"], event["steps"], f"epoch {event['epoch']}/{cfg.epochs}: ")

@@ -18,6 +18,8 @@ from vsr.cli.common import (
     err_console,
     load_upscaler,
     passive_openmp,
+    say,
+    warning,
 )
 from vsr.errors import UsageError
 
@@ -104,16 +106,15 @@ def webcam(
         snapshot_dir=str(snapshot_dir),
         camera_size=_parse_size(camera_size, "--camera-size") if camera_size else None,
     )
-    upscaler = load_upscaler(weights, scale, arch.value, device, precision=precision.value)
+    upscaler = load_upscaler(weights, scale, arch.value, device, precision=precision.value, quiet=quiet)
     status = err_console.status("vsr webcam: starting", spinner="dots") if not quiet else None
     if status is not None:
         status.start()
-    say = lambda text: err_console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
 
     def report(event: dict) -> None:
         kind = event["event"]
         if kind == "warning":
-            say(f"vsr: warning: {event['message']}")
+            warning(event["message"])
         elif quiet:
             return
         elif kind == "start":
