@@ -38,7 +38,7 @@ SMOKE=(
   tests/test_model.py
   tests/test_engine.py::test_a_tile_per_thread_gives_the_same_bytes tests/test_engine.py::test_cpu_results_do_not_depend_on_the_thread_count tests/test_engine.py::test_compile_keeps_compiling_past_dynamos_default_recompile_limit
   tests/test_precision.py::test_auto_costs_at_most_0_01_db_on_set5
-  tests/test_bench.py::test_cli_json_and_plot
+  tests/test_bench.py::test_cli_json_and_plot tests/test_bench.py::test_tables_never_cut_a_number tests/test_bench.py::test_cli_tables_piped_fit_80_columns
   tests/test_download.py
   tests/test_api.py
   tests/test_layout.py
