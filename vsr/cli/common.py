@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import progress as rich_progress
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -128,6 +128,15 @@ def passive_openmp() -> None:
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+class Progress(rich_progress.Progress):
+    """rich's progress display, silent when disabled: rich 13.0 (the floor pyproject.toml allows) printed an empty
+    line at the end even then, so `--quiet` and piped stderr got a blank line."""
+
+    def stop(self) -> None:
+        if not self.disable:
+            super().stop()
 
 
 def live_display(quiet: bool) -> bool:

@@ -8,12 +8,11 @@ from typing import Annotated
 import typer
 from rich.progress import (
     BarColumn,
-    Progress,
     TextColumn,
 )
 from rich.table import Table
 
-from vsr.cli.common import Command, Group, err_console, help_without_command, live_display, out_console
+from vsr.cli.common import Command, Group, Progress, err_console, help_without_command, live_display, out_console
 from vsr.errors import InputError
 
 data_app = typer.Typer(cls=Group, help="Get the paper's datasets (Set5, Set14, 91images) into the cache, checked.")

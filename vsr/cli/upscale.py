@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.progress import (
     BarColumn,
-    Progress,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -23,6 +22,7 @@ from vsr.cli.common import (
     Opt,
     PlainProgress,
     Precision,
+    Progress,
     ShippedArch,
     check_scale,
     err_console,
