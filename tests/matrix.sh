@@ -30,7 +30,7 @@ SMOKE=(
   tests/test_video.py::test_timestamps_audio_size_and_count_kept tests/test_video.py::test_ten_bit_stays_ten_bit tests/test_video.py::test_full_range_and_colour_tags_kept tests/test_video.py::test_real_mp4_with_aac tests/test_video.py::test_title_and_chapters_kept tests/test_video.py::test_rotation_kept tests/test_video.py::test_semiplanar_and_16_bit_frames_keep_their_chroma_layout tests/test_video.py::test_truncated_input_gives_the_decodable_part tests/test_video.py::test_stdin_to_stdout tests/test_video.py::test_bad_inputs
   tests/test_cli_video.py::test_file_to_file_with_summary tests/test_cli_video.py::test_bad_video_inputs_one_line_and_nothing_lost tests/test_cli_video.py::test_stop_signal_exits_and_leaves_nothing
   'tests/test_stdin_stop.py::test_signal_stops_a_pipe_in_any_state[header]' 'tests/test_stdin_stop.py::test_signal_stops_a_pipe_in_any_state[stalled]'
-  tests/test_cli.py::test_images_grey_rgb_rgba_and_folder tests/test_cli.py::test_usage_errors_are_one_line tests/test_cli.py::test_help_has_plain_flags_and_argument_names tests/test_cli.py::test_eval_json tests/test_cli.py::test_bare_vsr_and_version
+  tests/test_cli.py::test_images_grey_rgb_rgba_and_folder tests/test_cli.py::test_usage_errors_are_one_line tests/test_cli.py::test_help_has_plain_flags_and_argument_names tests/test_cli.py::test_eval_json tests/test_cli.py::test_bare_vsr_and_version tests/test_cli.py::test_help_fits_80_columns
   tests/test_segments.py
   tests/test_parts.py
   tests/test_scaleout.py::test_two_workers_give_the_single_process_output
@@ -39,7 +39,7 @@ SMOKE=(
   tests/test_model.py
   tests/test_engine.py::test_a_tile_per_thread_gives_the_same_bytes tests/test_engine.py::test_cpu_results_do_not_depend_on_the_thread_count tests/test_engine.py::test_compile_keeps_compiling_past_dynamos_default_recompile_limit
   tests/test_precision.py::test_auto_costs_at_most_0_01_db_on_set5
-  tests/test_bench.py::test_cli_json_and_plot
+  tests/test_bench.py::test_cli_json_and_plot tests/test_bench.py::test_tables_never_cut_a_number tests/test_bench.py::test_cli_tables_piped_fit_80_columns
   tests/test_download.py
   tests/test_api.py
   tests/test_layout.py

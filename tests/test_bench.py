@@ -195,6 +195,86 @@ def test_cli_json_and_plot(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _numbers(doc: dict) -> list[str]:
+    """Every number the tables print, formatted as they print it."""
+    out = []
+
+    def add(value, spec: str, times: float = 1, suffix: str = "") -> None:
+        if value is not None:
+            out.append(format(value * times, spec) + suffix)
+
+    for r in doc["results"]:
+        add(r["fps"], ".2f")
+        add(r["mpix_s"], ".2f")
+        add(r["peak_fraction"], ".1f", 100, "%")
+        add(
+            r.get("gflop_per_frame") if r["stage"] == "model" else r.get("ratio_to_transcode"),
+            ".1f" if r["stage"] == "model" else ".3f",
+        )
+        add(r.get("speedup_over_naive"), ".2f")
+        for k, spec in (("decode", ".1f"), ("sr", ".2f"), ("encode", ".1f")):
+            add((r.get("stages") or {}).get(k, {}).get("fps"), spec)
+    for q in doc.get("quality") or ():
+        for k in ("psnr_db", "bicubic_psnr_db", "paper_srcnn_psnr_db"):
+            add(q.get(k), ".2f")
+    return out
+
+
+def _cells(text: str) -> set[str]:
+    return set(text.replace("│", " ").replace("┃", " ").split())
+
+
+@pytest.mark.parametrize("width", [80, 100, 200])
+def test_tables_never_cut_a_number(monkeypatch, width):
+    """A report the size a fast GPU gives (five-digit fps, 1080p -> 2160p runs with long names) printed for a
+    console `width` wide: no line wider, nothing cut with `…`, every number whole in its cell (the number columns'
+    headers go one word a line and the names wrap instead)."""
+    import importlib
+    import io
+
+    from rich.console import Console
+
+    bench_cli = importlib.import_module("vsr.cli.bench")  # `vsr.cli.bench` the attribute is the command
+    doc = json.loads((Path(__file__).resolve().parents[1] / "bench" / "results" / "cpu-quick.json").read_text())
+    for r in doc["results"]:
+        r.update(backend="tensorrt", precision="fp16", input="1920x1080", output="3840x2160", weights="random")
+        r.update(fps=r["fps"] * 1000, mpix_s=r["mpix_s"] * 1000, ratio_to_transcode=r.get("ratio_to_transcode", 0.5))
+        for stage in (r.get("stages") or {}).values():
+            stage["fps"] = stage.get("fps", 0) * 100
+    naive = dict(doc["results"][-1], stage="naive", fps=1234.5678, speedup_over_naive=None)
+    doc["results"].append(naive)
+    doc["quality"] = [
+        {"dataset": "Set14", "scale": 4, "model": "9-5-5", "backend": "eager", "precision": "fp16", "psnr_db": 27.4912,
+         "bicubic_psnr_db": 26.0012, "paper_srcnn_psnr_db": 27.5},
+        {"dataset": "Set14", "scale": 5, "model": "9-5-5", "backend": "eager", "precision": "fp16", "psnr_db": None,
+         "note": "no shipped weights for 9-5-5 x5", "bicubic_psnr_db": 24.5, "paper_srcnn_psnr_db": None},
+    ]  # fmt: skip
+    buffer = io.StringIO()
+    monkeypatch.setattr(bench_cli, "out_console", Console(file=buffer, width=width))
+    bench_cli._print_bench(doc)
+    text = buffer.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width, text
+    assert "…" not in text, text
+    missing = [n for n in _numbers(doc) if n not in _cells(text)]
+    assert not missing and len(_numbers(doc)) > 30, (missing, text)
+
+
+def test_cli_tables_piped_fit_80_columns(tmp_path):
+    """`vsr bench --quick` with stdout a file and no terminal anywhere (no COLUMNS): rich's 80 columns, and no
+    number of the report cut."""
+    out = tmp_path / "bench.json"
+    args = ["--quick", "--resolutions", "64x36x2", "--frames", "3", "--models", "9-1-5", "--json", out, "--device", "cpu"]
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    cmd = [sys.executable, "-m", "vsr", "bench", *map(str, args)]
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in r.stdout, r.stdout
+    doc = json.loads(out.read_text())
+    missing = [n for n in _numbers(doc) if n not in _cells(r.stdout)]
+    assert not missing, (missing, r.stdout)
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

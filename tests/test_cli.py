@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,8 +138,89 @@ def test_help_has_plain_flags_and_argument_names(command):
         assert "upscale [OPTIONS] SRC DST" in text
         for words in ("9-5-5 (best) or 9-1-5 (fastest), each for x2, x3, x4", "other factors need --weights FILE"):
             assert words in text
-        assert "libx264, libx265, libsvtav1, libvpx-vp9, h264_nvenc" in text
+        assert "libx264, libx265, libsvtav1, libvpx-vp9, ffv1 (lossless), h264_nvenc" in text
         assert "- as output defaults to matroska" in text
+        assert "default: 18 for libx264" in text
+
+
+HELP_COMMANDS = ["", "upscale", "train", "webcam", "eval", "bench", "data", "data get", "data list"]
+
+
+def _click_command(command: str):
+    import typer
+
+    from vsr.cli import app
+
+    cmd = typer.main.get_command(app)
+    for name in command.split():
+        cmd = cmd.commands[name]
+    return cmd
+
+
+def _choices(param) -> list[str]:
+    """A parameter's choices: typer 0.29 keeps them in `type_descriptor`, older typer in click's `param.type`."""
+    desc = getattr(param, "type_descriptor", None)
+    choices = desc.choices if desc is not None else getattr(getattr(param, "type", None), "choices", None)
+    return [str(getattr(c, "value", c)) for c in choices or ()]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS)
+def test_help_fits_80_columns(command):
+    """At COLUMNS=80 (typer's option table): no line over 80 columns, nothing cut with `…`, no metavar split
+    across lines (each `<` closed on its line; a list of choices like `a|b|c` whole on one line), and every choice
+    named somewhere in the help (a one-word metavar puts the choices in the help text)."""
+    r = vsr(*command.split(), "--help", COLUMNS="80")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines and all(len(line) <= 80 for line in lines), "\n".join(line for line in lines if len(line) > 80)
+    assert "…" not in r.stdout, r.stdout
+    params = _click_command(command).params
+    choice_lists = [_choices(p) for p in params if _choices(p)]
+    for line in lines:
+        bare = line.replace("->", "")
+        assert bare.count("<") == bare.count(">"), line
+        for run in re.findall(r"[\w.-]*(?:\|[\w.-]*)+", line):
+            if run.strip("|"):  # `a|b` written in a metavar, not a lone `|` in a sentence
+                assert run.split("|") in choice_lists, f"{run!r} is not a whole choice list: {line}"
+    text = " ".join(r.stdout.replace("│", " ").split())
+    for choices in choice_lists:
+        for choice in choices:
+            assert re.search(rf"(?<![\w-]){re.escape(choice)}(?![\w-])", text), f"{choice} is not named in the help"
+
+
+def test_help_names_the_encoders_defaults_as_the_writer_has_them():
+    """The --crf and --preset help (written out, so that --help needs no PyAV) says what vsr.media.writer does."""
+    from vsr.cli.common import CRF_HELP, PRESET_HELP
+    from vsr.media.encoders import ENCODER_DEFAULTS
+
+    named = {"libx264": "libx264", "libx265": "libx265", "libsvtav1": "AV1", "libaom-av1": "AV1", "libvpx-vp9": "VP9"}
+    named["h264_nvenc"] = "h264_nvenc"
+    for codec, label in named.items():
+        assert f"{ENCODER_DEFAULTS[codec][1]:g} for {label}" in CRF_HELP, codec
+    assert ENCODER_DEFAULTS["ffv1"][1] is ENCODER_DEFAULTS["prores_ks"][1] is None
+    assert "ffv1 (lossless) and prores_ks take none" in CRF_HELP
+    assert ENCODER_DEFAULTS["libx264"][2] == ENCODER_DEFAULTS["libx265"][2] == "medium"
+    assert "medium for libx264 and libx265" in PRESET_HELP
+    assert f"{ENCODER_DEFAULTS['libsvtav1'][2]} for libsvtav1" in PRESET_HELP
+    assert {ENCODER_DEFAULTS[c][2] for c in ("h264_nvenc", "hevc_nvenc", "av1_nvenc")} == {"p5"} and "p5 for NVENC" in PRESET_HELP
+    for codec in ("libvpx-vp9", "ffv1", "prores_ks"):
+        assert ENCODER_DEFAULTS[codec][2] is None
+
+
+def test_arch_offers_the_shipped_weights_only(tmp_path):
+    """`--arch` of upscale, webcam and eval picks shipped weights: its choices are the models shipped for x2, x3
+    and x4; 9-3-5 (none shipped) is refused with the usage error, and train still trains it."""
+    from vsr.cli.common import Arch, ShippedArch
+
+    shipped = {p.name.split("_")[1] for p in SHIPPED_WEIGHTS.glob("srcnn_*_x*.safetensors")}
+    assert {a.value for a in ShippedArch} == shipped
+    for arch in shipped:
+        assert all((SHIPPED_WEIGHTS / f"srcnn_{arch}_x{s}.safetensors").is_file() for s in (2, 3, 4))
+    assert "9-3-5" in {a.value for a in Arch}
+    for command in ("upscale", "webcam", "eval"):
+        assert {c for p in _click_command(command).params if p.name == "arch" for c in _choices(p)} == shipped
+    r = vsr("upscale", tmp_path / "a.png", tmp_path / "b.png", "--arch", "9-3-5")
+    assert r.returncode == 2 and "--arch" in r.stderr and "9-3-5" in r.stderr, r.stderr
 
 
 def test_overwrite_replaces(tmp_path, weights):

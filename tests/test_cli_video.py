@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+
+from vsr import cli
 
 from .conftest import spawn
 from .test_cli import digest, vsr
@@ -178,3 +182,72 @@ def test_compile_backend_that_cannot_build_is_one_line_before_any_output(tmp_pat
     assert len(lines) == 1 and lines[0].startswith("vsr: error: the compile backend failed on a 128x96 frame"), r.stderr
     assert lines[0].endswith("use --backend eager")
     assert names(tmp_path) == {"in.mkv", "cache"} or names(tmp_path) == {"in.mkv"}
+
+
+_LINE = re.compile(r"^(\d+) frames \S+ -> \S+ \(.+\) in ([\d.]+) s, ([\d.]+) fps -> (.+)$")
+
+
+def test_folder_of_videos_each_timed_alone_then_a_total(tmp_path, monkeypatch, capsys):
+    """A folder of two videos: each line is timed from that file's own start (the second, short one is faster
+    than the first, long one; timed from the run's start it would be slower), then a total line: files, frames,
+    the run's time and fps. The model is a stand-in that takes 50 ms a frame, so the times are the frames'."""
+    upscale_cli = importlib.import_module("vsr.cli.upscale")  # `vsr.cli.upscale` the attribute is the command
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "a_long.mkv", pts=[33 * i for i in range(20)], audio=None)
+    make_clip(src / "b_short.mkv", pts=[0, 33], audio=None)
+
+    def slow_identity(y):
+        time.sleep(0.05)
+        return y
+
+    monkeypatch.setattr(upscale_cli, "load_upscaler", lambda *args, **kwargs: slow_identity)
+    monkeypatch.setattr(sys, "argv", ["vsr", "upscale", str(src), str(tmp_path / "out"), "--preset", "ultrafast"])
+    cli.main()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3, lines
+    files = [_LINE.match(line) for line in lines[:2]]
+    assert all(files), lines
+    (a_frames, a_s, _, a_dst), (b_frames, b_s, _, b_dst) = (m.groups() for m in files)
+    assert (a_frames, b_frames) == ("20", "2") and a_dst.endswith("a_long.mkv") and b_dst.endswith("b_short.mkv")
+    assert float(a_s) >= 1.0 and float(b_s) < float(a_s), lines
+    total = re.fullmatch(r"total: 2 videos, 22 frames in ([\d.]+) s, ([\d.]+) fps -> (.+)", lines[2])
+    assert total and total.group(3) == str(tmp_path / "out"), lines[2]
+    assert float(total.group(1)) >= float(a_s) + float(b_s) - 0.1
+    assert float(total.group(2)) == pytest.approx(22 / float(total.group(1)), rel=0.1)
+
+
+def test_quiet_drops_progress_notices_and_summaries_not_warnings(tmp_path, weights):
+    """--quiet: no notice (here: a clip too short to split is upscaled by one process) and no summary line, but
+    warnings (here: hardware decoding asked for and not used) and errors still print."""
+    src = make_clip(tmp_path / "in.mkv", codec="ffv1", audio=None)
+    w = ("--weights", weights, "--scale", 2)
+    loud = vsr("upscale", src, tmp_path / "a.mkv", "--workers", 2, *w)
+    assert loud.returncode == 0, loud.stderr
+    assert "vsr: " in loud.stderr and "not split" in loud.stderr and " fps -> " in loud.stderr
+    quiet = vsr("upscale", src, tmp_path / "b.mkv", "--workers", 2, "-q", *w)
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+    warned = vsr("upscale", src, tmp_path / "c.mkv", "--hwaccel", "cuda", "-q", *w)
+    assert warned.returncode == 0, warned.stderr
+    lines = warned.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vsr: warning: hardware decoding (cuda) is not "), warned.stderr
+    failed = vsr("upscale", src, tmp_path / "c.mkv", "-q", *w)  # exists: an error
+    assert failed.returncode != 0 and failed.stderr.startswith("vsr: error: "), failed.stderr
+
+
+def test_a_warning_reported_as_a_notice_still_prints_under_quiet(capsys):
+    """The segmented path reports a streamed file's warnings as notices; --quiet drops notices, so the summary's
+    warnings that were not printed are printed at the end, once (and not again where the notice was shown)."""
+    from vsr.pipeline.video import VideoSummary
+
+    upscale_cli = importlib.import_module("vsr.cli.upscale")
+    summary = VideoSummary(12, 0.5, 24.0, (64, 48), (128, 96), "libx264", "yuv420p", "out.mkv", ("chapters lost",))
+    for quiet in (True, False):
+        with upscale_cli._VideoProgress(quiet) as progress:
+            progress({"event": "notice", "message": "chapters lost"})
+            progress.summary(summary)
+        err = capsys.readouterr().err
+        if quiet:
+            assert err == "vsr: warning: chapters lost\n"
+        else:
+            assert err.splitlines() == ["vsr: chapters lost", upscale_cli.summary_line(summary)]

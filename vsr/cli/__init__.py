@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from vsr.cli.bench import bench
-from vsr.cli.common import Command, Group, err_console, help_without_command, out_console, state
+from vsr.cli.common import Command, Group, err_console, help_without_command, out_console, state, warning
 from vsr.cli.data import data_app
 from vsr.cli.evaluate import eval_cmd
 from vsr.cli.train import train
@@ -63,7 +63,7 @@ class _WarningLine(logging.Handler):
     """Records of the `vsr` logger as one `vsr: warning: ...` line each, through rich (above any progress bar)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"vsr: warning: {record.getMessage()}", markup=False, highlight=False, soft_wrap=True)
+        warning(record.getMessage())  # printed with or without --quiet (vsr.cli.common.notice)
 
 
 def _setup_logging() -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vsr.cli.common import Opt, err_console, out_console, passive_openmp
+from vsr.cli.common import PRESET_HELP, Opt, err_console, out_console, passive_openmp
 from vsr.errors import UsageError
 
 
@@ -50,10 +50,10 @@ def bench(
         bool, typer.Option("--naive/--no-naive", help="Time the naive per-frame loop (vsr.bench.naive) beside the pipeline rows.")
     ] = True,
     codec: Annotated[str, typer.Option(help="Video encoder of the pipeline and transcode rows.")] = "libx264",
-    preset: Annotated[str | None, typer.Option(help="Encoder preset (codec default: medium for x264).")] = None,
+    preset: Annotated[str | None, typer.Option(help=f"Encoder preset; {PRESET_HELP}")] = None,
     pipeline: Annotated[bool, typer.Option("--pipeline/--no-pipeline", help="Measure the pipeline and transcode rows.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --json/--plot files.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or notices (wrote FILE).")] = False,
 ) -> None:
     """Measure throughput on this machine: model only, the video pipeline and the transcode-only baseline."""
     passive_openmp()
@@ -121,18 +121,47 @@ def bench(
             err_console.print(f"wrote {path}", markup=False, highlight=False)
 
 
+# Headers of number columns where the table is too wide for them on one line: one word a line.
+_STACKED = {"GFLOP/frame": "GFLOP\n/frame"}
+
+
+def fit_table(title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]], left: int, width: int) -> Table:
+    """A table of `rows` (strings) for a console `width` columns wide: the first `left` columns hold text (names,
+    sizes), the others numbers, right-aligned. Numbers are never cut or wrapped: their columns do not shrink. Where
+    the table is wider than `width` with every header on one line, the number columns' headers go one word a line,
+    and rich narrows the text columns, which wrap at spaces (a word longer than its column folds, never `…`).
+    Realistic rows fit 80 columns that way (tests/test_bench.py, with GPU-sized numbers)."""
+
+    def span(texts) -> int:
+        return max(len(line) for text in texts for line in text.splitlines())
+
+    chrome = 3 * len(headers) + 1  # a border and two spaces of padding a column, and the last border
+    natural = chrome + sum(span([h, *(row[i] for row in rows)]) for i, h in enumerate(headers))
+    if natural > width:
+        headers = tuple(h if i < left else _STACKED.get(h, h.replace(" ", "\n")) for i, h in enumerate(headers))
+    t = Table(title=title)
+    for i, header in enumerate(headers):
+        if i < left:
+            t.add_column(header, justify="left", overflow="fold")
+        else:
+            t.add_column(header, justify="right", no_wrap=True)
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
 def _print_bench(doc: dict) -> None:
-    """The report as rich tables on stdout: model only, video, where the pipeline waits, quality."""
+    """The report as rich tables on stdout: model only, video, where the pipeline waits, quality. Each fits the
+    console's width (rich's: COLUMNS, else the terminal's, else 80, as where output is piped and there is no
+    terminal) without cutting a number (`fit_table`)."""
     from vsr.bench.report import summarise_device
 
+    width = out_console.width
     num = lambda v, spec=".1f": "-" if v is None else format(v, spec)  # noqa: E731
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
 
-    def table(title: str, cols: tuple[str, ...], left: int) -> Table:
-        t = Table(title=title)
-        for i, col in enumerate(cols):
-            t.add_column(col, justify="left" if i < left else "right", no_wrap=i < left)
-        return t
+    def show(title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]], left: int) -> None:
+        out_console.print(fit_table(title, headers, rows, left, width))
 
     def name(r: dict) -> str:
         if r["stage"] == "transcode":
@@ -142,46 +171,52 @@ def _print_bench(doc: dict) -> None:
             return f"naive loop {r['model']}{random} fp32"
         return f"{'' if r['stage'] == 'model' else 'pipeline '}{r['model']}{random} {r['backend']} {r['precision']}"
 
-    out_console.print(summarise_device(doc), markup=False, highlight=False, soft_wrap=True)
+    def size(r: dict) -> str:
+        return f"{r['input']} -> {r['output']}"
+
+    out_console.print(summarise_device(doc), markup=False, highlight=False)
     rows = doc["results"]
     model_rows = [r for r in rows if r["stage"] == "model"]
     if model_rows:
-        cols = ("model", "in -> out", "fps", "Mpix/s", "GFLOP/frame", "of peak")
-        t = table("model only: SRCNN on bicubic-sized luma (median)", cols, 2)
-        for r in model_rows:
-            size = f"{r['input']}->{r['output']}"
-            t.add_row(
-                name(r), size, num(r["fps"], ".2f"), num(r["mpix_s"], ".2f"), num(r["gflop_per_frame"]), pct(r["peak_fraction"])
-            )
-        out_console.print(t)
+        show(
+            "model only: SRCNN on bicubic-sized luma (median)",
+            ("model", "in -> out", "fps", "Mpix/s", "GFLOP/frame", "of peak"),
+            [
+                (
+                    name(r),
+                    size(r),
+                    num(r["fps"], ".2f"),
+                    num(r["mpix_s"], ".2f"),
+                    num(r["gflop_per_frame"]),
+                    pct(r["peak_fraction"]),
+                )
+                for r in model_rows
+            ],
+            2,
+        )
     video_rows = [r for r in rows if r["stage"] != "model"]
     if video_rows:
         enc = doc["plan"]["encoder"]
-        t = table(
+        show(
             f"video: decode -> SR -> encode ({enc['codec']} {enc['preset']}), {video_rows[0]['clip']}; "
             "ratio = fps / transcode fps; x naive = fps / the naive loop's fps (same model)",
             ("run", "in -> out", "fps", "Mpix/s", "ratio", "x naive", "of peak"),
+            [
+                (
+                    name(r),
+                    size(r),
+                    num(r["fps"], ".2f"),
+                    num(r["mpix_s"], ".2f"),
+                    num(r["ratio_to_transcode"], ".3f"),
+                    num(r.get("speedup_over_naive"), ".2f"),
+                    pct(r["peak_fraction"]),
+                )
+                for r in video_rows
+            ],
             2,
         )
-        for r in video_rows:
-            size = f"{r['input']}->{r['output']}"
-            t.add_row(
-                name(r),
-                size,
-                num(r["fps"], ".2f"),
-                num(r["mpix_s"], ".2f"),
-                num(r["ratio_to_transcode"], ".3f"),
-                num(r.get("speedup_over_naive"), ".2f"),
-                pct(r["peak_fraction"]),
-            )
-        out_console.print(t)
         staged = [r for r in video_rows if r.get("stages")]  # the naive loop is one thread: no stages
-        t = table(
-            "where the pipeline waits: stage fps = frames / busy s; busy % of wall time (decode/SR/encode); "
-            f"mean items waiting in the decoded/upscaled queues (of {staged[0]['stages']['decoded']['capacity']})",
-            ("run", "decode fps", "SR fps", "encode fps", "busy %", "queue fill"),
-            1,
-        )
+        stage_rows = []
         for r in staged:
             st = r["stages"]
             busy = "/".join(
@@ -189,28 +224,40 @@ def _print_bench(doc: dict) -> None:
                 for k in ("decode", "sr", "encode")
             )
             fill = "/".join(num(st[k]["mean_fill"]) for k in ("decoded", "upscaled"))
-            t.add_row(
-                name(r),
-                num(st["decode"]["fps"]),
-                num(st["sr"]["fps"], ".2f"),
-                num(st["encode"]["fps"]),
-                busy,
-                fill,
+            stage_rows.append(
+                (name(r), num(st["decode"]["fps"]), num(st["sr"]["fps"], ".2f"), num(st["encode"]["fps"]), busy, fill)
             )
-        out_console.print(t)
+        if staged:
+            show(
+                "where the pipeline waits: stage fps = frames / busy s; busy % of wall time (decode/SR/encode); "
+                f"mean items waiting in the decoded/upscaled queues (of {staged[0]['stages']['decoded']['capacity']})",
+                ("run", "decode fps", "SR fps", "encode fps", "busy %", "queue fill"),
+                stage_rows,
+                1,
+            )
     if doc.get("quality"):
-        t = table("quality: Y-PSNR (dB), vsr eval protocol", ("dataset", "scale", "model", "PSNR", "bicubic", "paper 9-5-5"), 3)
+        quality_rows = []
         for q in doc["quality"]:
-            psnr = num(q["psnr_db"], ".2f") if q.get("psnr_db") is not None else q.get("note", "-")
-            model = f"{q['model']} {q['backend']} {q['precision']}"
-            t.add_row(
-                q["dataset"],
-                f"x{q['scale']}",
-                model,
-                psnr,
-                num(q.get("bicubic_psnr_db"), ".2f"),
-                num(q.get("paper_srcnn_psnr_db"), ".2f"),
+            random = "*" if q.get("psnr_db") is None and q.get("note") else ""  # no shipped weights: not measured
+            quality_rows.append(
+                (
+                    q["dataset"],
+                    f"x{q['scale']}",
+                    f"{q['model']}{random} {q['backend']} {q['precision']}",
+                    num(q.get("psnr_db"), ".2f"),
+                    num(q.get("bicubic_psnr_db"), ".2f"),
+                    num(q.get("paper_srcnn_psnr_db"), ".2f"),
+                )
             )
-        out_console.print(t)
-    if any(r.get("weights") == "random" for r in rows):
-        out_console.print("* no shipped weights for this scale: timed with random weights (speed does not depend on them)")
+        show(
+            "quality: Y-PSNR (dB), vsr eval protocol",
+            ("dataset", "scale", "model", "PSNR", "bicubic", "paper 9-5-5"),
+            quality_rows,
+            3,
+        )
+    if any(r.get("weights") == "random" for r in rows) or any(q.get("note") for q in doc.get("quality") or ()):
+        out_console.print(
+            "* no shipped weights for this scale: timed with random weights (speed does not depend on them), no PSNR",
+            markup=False,
+            highlight=False,
+        )

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import progress as rich_progress
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -21,7 +21,14 @@ from vsr.errors import UsageError
 
 class PlainHelp:
     """Plain help: no `<bool>` type beside flags (it invites `--overwrite true`, which fails) and arguments named
-    SRC DST in capitals without braces (current typer writes `{src} {dst}` in the usage line)."""
+    SRC DST in capitals without braces (current typer writes `{src} {dst}` in the usage line); no `[default: None]`
+    (typer 0.15 writes it; an option without a default says in its help what happens without it).
+
+    Help fits 80 columns (tests/test_cli.py checks every command at COLUMNS=80): typer's option table gives the
+    help text what is left beside the option names and the metavar column, about 35 characters at 80 columns, and
+    cuts a longer word with `…`; the metavar column folds mid-word when it is narrowed. So a choice of more than
+    a few short names gets a one-word metavar (`metavar="NAME"`) and its help lists the choices, and help texts
+    have no word (a path, a URL) longer than about 30 characters."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -30,6 +37,8 @@ class PlainHelp:
                 param.metavar = ""
             elif isinstance(param, typer.core.TyperArgument) and param.metavar is None:
                 param.metavar = param.name.upper()
+            if param.default is None and not isinstance(param.show_default, str):
+                param.show_default = False
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
@@ -60,10 +69,48 @@ err_console = Console(stderr=True)
 state = {"debug": False}
 
 
+def say(text: str) -> None:
+    """One plain line on stderr: no markup or highlighting, never wrapped by rich (a log keeps it whole); above any
+    progress display."""
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def notice(text: str, quiet: bool = False) -> None:
+    """`vsr: TEXT` on stderr, unless `quiet`. What `--quiet` means, in every command that has it:
+
+    It drops what only informs: progress bars and progress lines, summary lines (`30 frames ... in 0.4 s`, the
+    total of a folder) and notices, which say what vsr chose or is doing (a backend handing over, a TensorRT engine
+    being built, an emulated precision, a file not split into segments, segments reused or started over, where an
+    interrupted run's segments are kept, training without per-epoch evaluation).
+    It keeps errors and warnings (`warning` below, and what library code logs to the `vsr` logger): the output
+    lacks or changes something the input had or the command asked for (a stream, chapters or attachments not
+    copied, bit depth reduced, damaged data skipped, hardware decoding not used, a partial file removed). And it
+    keeps what a command is run for: bench's and eval's tables, train's line per epoch and its weights path.
+    A message is a notice or a warning by what it reports, not by how loud it should be; `upscale` also prints,
+    at the end, any warning a file's summary holds that was not printed as one during the run."""
+    if not quiet:
+        say(f"vsr: {text}")
+
+
+def warning(text: str) -> None:
+    """`vsr: warning: TEXT` on stderr, with or without --quiet (see `notice`)."""
+    say(f"vsr: warning: {text}")
+
+
 class Arch(str, Enum):
+    """Filter sizes f1-f2-f3 that `vsr train` trains."""
+
     a915 = "9-1-5"
     a935 = "9-3-5"
     a955 = "9-5-5"
+
+
+class ShippedArch(str, Enum):
+    """The models with shipped weights (vsr/model/weights/: x2, x3, x4 each), which `--arch` picks without
+    `--weights`. 9-3-5 has none: `vsr train --arch 9-3-5` makes a file for `--weights`."""
+
+    a955 = "9-5-5"
+    a915 = "9-1-5"
 
 
 def help_without_command(ctx: typer.Context) -> None:
@@ -81,6 +128,15 @@ def passive_openmp() -> None:
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+class Progress(rich_progress.Progress):
+    """rich's progress display, silent when disabled: rich 13.0 (the floor pyproject.toml allows) printed an empty
+    line at the end even then, so `--quiet` and piped stderr got a blank line."""
+
+    def stop(self) -> None:
+        if not self.disable:
+            super().stop()
 
 
 def live_display(quiet: bool) -> bool:
@@ -156,15 +212,15 @@ def load_upscaler(
     backend: str = "eager",
     precision: str | None = None,
     ensemble: bool = False,
+    quiet: bool = False,
 ):
     from vsr.engine.chain import make_upscaler
     from vsr.engine.ensemble import SelfEnsemble
     from vsr.model.srcnn import load_weights
     from vsr.model.weights import default_weights
 
-    notice = lambda text: err_console.print(f"vsr: {text}", markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     model = load_weights(weights or default_weights(scale, arch))
-    upscaler = make_upscaler(model, backend, device, precision, notice=notice)
+    upscaler = make_upscaler(model, backend, device, precision, notice=lambda text: notice(text, quiet))
     return SelfEnsemble(upscaler) if ensemble else upscaler
 
 
@@ -182,29 +238,42 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+# The encoders' defaults (vsr.media.encoders.ENCODER_DEFAULTS), written out: the help must not import PyAV.
+# tests/test_cli.py checks them against the table.
+CRF_HELP = (
+    "CRF (CQ for NVENC), lower is better; default: 18 for libx264, 20 for libx265, 30 for AV1, 31 for VP9, "
+    "19 for h264_nvenc; ffv1 (lossless) and prores_ks take none."
+)
+PRESET_HELP = "default: medium for libx264 and libx265, 8 for libsvtav1, p5 for NVENC; VP9, ffv1 and prores_ks take none."
+
+
 class Opt:
     """The option types several commands share, e.g. `scale: Opt.Scale = 2` (one help text each)."""
 
     Precision = Annotated[
         Precision,  # the enum above: a class body binds its name only after the right side ran
         typer.Option(
-            help="auto: fp16 on a GPU; on a CPU with native bf16 (AVX512_BF16 or AMX) bf16 for the layers where it costs "
-            "at most 0.01 dB (measured per shipped model, vsr/model/weights/cpu_precision.json), fp32 elsewhere. "
-            "bf16: every layer (CPU). fp16: GPU only."
+            metavar="NAME",
+            help="auto, fp32, bf16 or fp16. auto: fp16 on a GPU; on a CPU with native bf16 (AVX512_BF16 or AMX) bf16 "
+            "in the layers where it costs at most 0.01 dB (measured per shipped model), fp32 elsewhere. bf16: every "
+            "layer (CPU). fp16: GPU only.",
         ),
     ]
-    Weights = Annotated[Path | None, typer.Option(help="SRCNN weights (.safetensors); default: shipped weights for --scale.")]
+    Weights = Annotated[
+        Path | None, typer.Option(help="SRCNN weights (.safetensors, from vsr train); default: the shipped ones.")
+    ]
     Scale = Annotated[
         int, typer.Option(help="Upscaling factor, 2-8. Shipped weights cover 2, 3 and 4; other factors need --weights FILE.")
     ]
     Arch = Annotated[
-        Arch,
+        ShippedArch,
         typer.Option(
-            help="Shipped weights to use without --weights: 9-5-5 (best) or 9-1-5 (fastest), each for x2, x3, x4; "
-            "9-3-5 needs --weights FILE."
+            metavar="NAME",
+            help="Shipped weights to use without --weights: 9-5-5 (best) or 9-1-5 (fastest), each for x2, x3, x4. "
+            "Other models (e.g. 9-3-5, from vsr train): --weights FILE.",
         ),
     ]
-    Device = Annotated[str, typer.Option(help="auto (GPU if any), cpu or cuda.")]
+    Device = Annotated[str, typer.Option(help="auto (a GPU if there is one), cpu or cuda.")]
     Ensemble = Annotated[
         bool | None,
         typer.Option(

@@ -8,12 +8,11 @@ from typing import Annotated
 import typer
 from rich.progress import (
     BarColumn,
-    Progress,
     TextColumn,
 )
 from rich.table import Table
 
-from vsr.cli.common import Command, Group, err_console, help_without_command, live_display, out_console
+from vsr.cli.common import Command, Group, Progress, err_console, help_without_command, live_display, out_console
 from vsr.errors import InputError
 
 data_app = typer.Typer(cls=Group, help="Get the paper's datasets (Set5, Set14, 91images) into the cache, checked.")
@@ -24,7 +23,7 @@ def _data(ctx: typer.Context) -> None:
     help_without_command(ctx)
 
 
-class DatasetName(str, Enum):
+class Dataset(str, Enum):
     set5 = "Set5"
     set14 = "Set14"
     images91 = "91images"
@@ -33,7 +32,7 @@ class DatasetName(str, Enum):
 
 @data_app.command(name="get", cls=Command)
 def data_get(
-    names: Annotated[list[DatasetName], typer.Argument(help="Set5, Set14, 91images or all.", show_default=False)],
+    names: Annotated[list[Dataset], typer.Argument(help="Set5, Set14, 91images or all.", show_default=False, show_choices=False)],
     source: Annotated[
         str | None,
         typer.Option(
@@ -53,9 +52,9 @@ def data_get(
 
     from vsr.train.download import get_dataset
 
-    wanted = [n.value for n in names if n != DatasetName.all]
-    if DatasetName.all in names:
-        wanted = [n.value for n in DatasetName if n != DatasetName.all]
+    wanted = [n.value for n in names if n != Dataset.all]
+    if Dataset.all in names:
+        wanted = [n.value for n in Dataset if n != Dataset.all]
     say = lambda text: err_console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     bar = Progress(
         TextColumn("{task.description}"),

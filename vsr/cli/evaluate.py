@@ -9,14 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vsr.cli.common import Arch, Opt, Precision, check_scale, load_upscaler, out_console
+from vsr.cli.common import Opt, Precision, ShippedArch, check_scale, load_upscaler, out_console
 
 
 def eval_cmd(
     data: Annotated[str, typer.Option(help="Ground-truth images: Set5, Set14 or a folder.")] = "Set5",
     scale: Opt.Scale = 3,
     weights: Opt.Weights = None,
-    arch: Opt.Arch = Arch.a955,
+    arch: Opt.Arch = ShippedArch.a955,
     device: Opt.Device = "auto",
     ensemble: Annotated[
         bool,

@@ -12,7 +12,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from vsr.cli.common import Arch, PlainProgress, err_console, out_console, progress_bar
+from vsr.cli.common import Arch, PlainProgress, err_console, notice, out_console, progress_bar
 
 
 class Recipe(str, Enum):
@@ -28,17 +28,21 @@ class TrainPrecision(str, Enum):
 def train(
     data: Annotated[str, typer.Option(help="Training images: a dataset name (91images) or a folder.")] = "91images",
     scale: Annotated[int, typer.Option(help="Upscaling factor (2-8).")] = 3,
-    arch: Annotated[Arch, typer.Option(help="Filter sizes f1-f2-f3.")] = Arch.a955,
+    arch: Annotated[Arch, typer.Option(metavar="NAME", help="Filter sizes f1-f2-f3: 9-5-5, 9-3-5 or 9-1-5.")] = Arch.a955,
     n1: Annotated[int, typer.Option(help="Filters of layer 1.")] = 64,
     n2: Annotated[int, typer.Option(help="Filters of layer 2.")] = 32,
     epochs: Annotated[int, typer.Option(help="Total epochs (including those already done when resuming).")] = 100,
-    recipe: Annotated[Recipe, typer.Option(help="adam: modern and fast; paper: SGD as published.")] = Recipe.adam,
-    batch_size: Annotated[int | None, typer.Option(help="Sub-images per step (recipe default).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Base learning rate (recipe default).")] = None,
+    recipe: Annotated[
+        Recipe, typer.Option(metavar="NAME", help="adam (modern and fast) or paper (SGD as published).")
+    ] = Recipe.adam,
+    batch_size: Annotated[int | None, typer.Option(help="Sub-images per step; default: 64 (adam), 128 (paper).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Base learning rate; default: 1e-3 (adam), 1e-4 (paper).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     out: Annotated[Path, typer.Option(help="Folder for weights, checkpoint and log.")] = Path("runs/srcnn"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
-    init: Annotated[Path | None, typer.Option(help="Start from these weights (e.g. another scale's).")] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="Start from these weights (e.g. another scale's); default: random weights.")
+    ] = None,
     eval_data: Annotated[
         str,
         typer.Option(
@@ -46,14 +50,17 @@ def train(
             "else no evaluation, with a notice)."
         ),
     ] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto (a GPU if there is one), cpu or cuda.")] = "auto",
     precision: Annotated[
-        TrainPrecision, typer.Option(help="bf16: the mapping layer in bfloat16 (about 2x faster on CPUs with AMX).")
+        TrainPrecision,
+        typer.Option(metavar="NAME", help="fp32, or bf16: the mapping layer in bfloat16 (about 2x faster on CPUs with AMX)."),
     ] = TrainPrecision.fp32,
     scale_aug: Annotated[
         bool, typer.Option("--scale-aug", help="Also train on copies downscaled by 0.9-0.6 (FSRCNN's augmentation).")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="One line per epoch, no progress bar.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar or notices; still one line per epoch and the weights' path.")
+    ] = False,
 ) -> None:
     """Train SRCNN on sub-images of still images (the paper's protocol)."""
     from vsr.train.training import TrainConfig
@@ -83,13 +90,13 @@ def train(
 
         def report(event: dict) -> None:
             kind = event["event"]
-            if kind == "start":
+            if kind == "start" and not quiet:
                 err_console.print(
                     f"training {cfg.arch} x{cfg.scale} ({cfg.recipe}) on {event['samples']} sub-images, "
                     f"epochs {event['start_epoch'] + 1}..{event['epochs']}, {event['device']}"
                 )
             elif kind == "notice":
-                progress.console.print(f"vsr: {event['message']}", markup=False, highlight=False, soft_wrap=True)
+                notice(event["message"], quiet)
             elif kind == "step":
                 progress.update(task, completed=event["step"], total=event["steps"], epoch=event["epoch"])
                 plain(event["step"], event["steps"], f"epoch {event['epoch']}/{cfg.epochs}: ")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import (
     BarColumn,
-    Progress,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -16,17 +16,23 @@ from rich.progress import (
 )
 
 from vsr.cli.common import (
-    Arch,
+    CRF_HELP,
+    PRESET_HELP,
     Backend,
     Opt,
     PlainProgress,
     Precision,
+    Progress,
+    ShippedArch,
     check_scale,
     err_console,
     live_display,
     load_upscaler,
+    notice,
     passive_openmp,
     progress_bar,
+    say,
+    warning,
 )
 from vsr.errors import InputError, UsageError
 
@@ -36,32 +42,47 @@ def upscale(
     dst: Annotated[str, typer.Argument(help="Output image, folder, video file, or - for stdout.", show_default=False)],
     scale: Opt.Scale = 2,
     weights: Opt.Weights = None,
-    arch: Opt.Arch = Arch.a955,
+    arch: Opt.Arch = ShippedArch.a955,
     device: Opt.Device = "auto",
     codec: Annotated[
         str,
         typer.Option(
-            help="Video encoder. auto: chosen from the output container and the input, keeping depth, chroma and "
-            "alpha (docs/video.md). Or libx264, libx265, libsvtav1, libvpx-vp9, prores_ks, ffv1, h264_nvenc, ..."
+            help="Video encoder. auto: chosen from the output's container and the input, keeping depth, chroma and "
+            "alpha (docs/video.md). Or libx264, libx265, libsvtav1, libvpx-vp9, prores_ks, ffv1 (lossless), "
+            "h264_nvenc (NVIDIA GPUs), ..."
         ),
     ] = "auto",
-    crf: Annotated[float | None, typer.Option(help="Video quality (CRF, or CQ for NVENC); lower is better.")] = None,
-    preset: Annotated[str | None, typer.Option(help="Encoder preset (codec default: medium for x264/x265).")] = None,
-    pix_fmt: Annotated[str | None, typer.Option(help="Output pixel format (default: the input's, e.g. yuv420p).")] = None,
+    crf: Annotated[float | None, typer.Option(help=f"Video quality: {CRF_HELP}")] = None,
+    preset: Annotated[str | None, typer.Option(help=f"Encoder preset; {PRESET_HELP}")] = None,
+    pix_fmt: Annotated[
+        str | None, typer.Option(help="Output pixel format, e.g. yuv420p, yuv444p; default: what keeps the input's.")
+    ] = None,
     fmt: Annotated[
         str | None,
         typer.Option(
-            "--format", help="Container format of - (stdin/stdout), e.g. matroska, mpegts; - as output defaults to matroska."
+            "--format",
+            help="Container format of - (stdin/stdout), e.g. matroska, mpegts; - as input is probed, - as output "
+            "defaults to matroska.",
         ),
     ] = None,
     backend: Annotated[
-        Backend, typer.Option(help="auto: tensorrt or compile on a GPU, eager on the CPU (images: always eager).")
+        Backend,
+        typer.Option(
+            metavar="NAME",
+            help="auto, eager, compile or tensorrt. auto: tensorrt or compile on a GPU, eager on the CPU (images: always eager).",
+        ),
     ] = Backend.auto,
     precision: Opt.Precision = Precision.auto,
-    hwaccel: Annotated[str | None, typer.Option(help="Hardware decoding, e.g. cuda (NVDEC); falls back to the CPU.")] = None,
+    hwaccel: Annotated[
+        str | None,
+        typer.Option(help="Hardware decoding, e.g. cuda (NVDEC), with a warning and the CPU where it is unavailable."),
+    ] = None,
     ensemble: Opt.Ensemble = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or summary.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No progress display, summary or notices; warnings and errors still print."),
+    ] = False,
     workers: Annotated[
         int,
         typer.Option(help="Video files: split into segments and upscale them in this many local processes (CPU)."),
@@ -78,7 +99,7 @@ def upscale(
         str | None,
         typer.Option(
             help="Run the segments as Ray tasks: local (start Ray here) or a cluster address (HOST:PORT, ray://...); "
-            "needs Ray (pip install ray, or the vsr-srcnn\\[ray] extra).",
+            "needs Ray (pip install ray).",
         ),
     ] = None,
 ) -> None:
@@ -127,17 +148,20 @@ def upscale(
 
         for one_src, one_dst in pairs:
             check_encoding(one_src, one_dst, scale, enc)
-    upscaler = load_upscaler(weights, scale, arch.value, device, backend.value, precision.value, bool(ensemble))
+    upscaler = load_upscaler(weights, scale, arch.value, device, backend.value, precision.value, bool(ensemble), quiet)
+    t0 = time.perf_counter()
     with _VideoProgress(quiet) as progress:
-        notice = lambda text: progress({"event": "notice", "message": text})  # noqa: E731
+        tell = lambda text: progress({"event": "notice", "message": text})  # noqa: E731
         if segmented:
             from vsr.scaleout.run import upscale_segmented
 
-            make = lambda: _segment_workers(upscaler, workers, ray, notice)  # noqa: E731
+            make = lambda: _segment_workers(upscaler, workers, ray, tell)  # noqa: E731
             summaries = upscale_segmented(
                 pairs, scale, make, upscaler=upscaler, enc=enc, seconds=segment, overwrite=overwrite, resume=resume,
-                progress=progress, notice=notice,
+                progress=progress, notice=tell,
             )  # fmt: skip
+            for summary in summaries:
+                progress.summary(summary)
         else:
             from vsr.pipeline.video import upscale_video
             from vsr.scaleout.workdir import check_stale, discard
@@ -145,7 +169,7 @@ def upscale(
             summaries = []
             for one_src, one_dst in pairs:
                 if one_dst != "-" and not overwrite:
-                    check_stale(one_dst, notice)  # an interrupted segmented run's parts are not dropped silently
+                    check_stale(one_dst, tell)  # an interrupted segmented run's parts are not dropped silently
                 if one_src == "-" and _stdin_is_terminal():
                     notice(WAITING_FOR_STDIN)
                 one = upscale_video(
@@ -154,18 +178,11 @@ def upscale(
                     overwrite=overwrite, progress=progress, hwaccel=hwaccel,
                 )  # fmt: skip
                 summaries.append(one)
+                progress.summary(one)  # timed from this file's start (upscale_video's own clock)
                 if one_dst != "-" and overwrite:
-                    discard(one_dst, notice)
-    if not quiet:
-        for summary in summaries:
-            (w, h), (ow, oh) = summary.in_size, summary.out_size
-            err_console.print(
-                f"{summary.frames} frames {w}x{h} -> {ow}x{oh} ({summary.codec}, {summary.pix_fmt}) in "
-                f"{summary.elapsed_s:.1f} s, {summary.fps:.1f} fps -> {summary.dst}",
-                markup=False,
-                highlight=False,
-                soft_wrap=True,
-            )
+                    discard(one_dst, tell)
+        if len(summaries) > 1:
+            progress.total(summaries, time.perf_counter() - t0, dst)
 
 
 WAITING_FOR_STDIN = (
@@ -239,8 +256,6 @@ def _upscale_images(
     resume: bool = False,
     precision: str = "auto",
 ) -> None:
-    import time
-
     from vsr.pipeline.images import image_jobs, upscale_files
 
     if resume and not overwrite and src.is_dir() and dst.is_dir():  # the images an interrupted run finished
@@ -252,7 +267,7 @@ def _upscale_images(
             return
     else:
         jobs = image_jobs(src, dst, overwrite)
-    upscaler = load_upscaler(weights, scale, arch, device, precision=precision, ensemble=ensemble)
+    upscaler = load_upscaler(weights, scale, arch, device, precision=precision, ensemble=ensemble, quiet=quiet)
     t0 = time.perf_counter()
     plain = PlainProgress(quiet, "images")
     with progress_bar(quiet, TextColumn("{task.description}")) as progress:
@@ -266,14 +281,32 @@ def _upscale_images(
 
         upscale_files(jobs, scale, upscaler, done)
     if not quiet:
-        err_console.print(f"{len(jobs)} image(s) upscaled x{scale} in {time.perf_counter() - t0:.1f} s -> {dst}")
+        say(f"{len(jobs)} image(s) upscaled x{scale} in {time.perf_counter() - t0:.1f} s -> {dst}")
+
+
+def summary_line(summary) -> str:
+    """One file's line: frames, sizes, encoder, time and fps of that file alone, output."""
+    (w, h), (ow, oh) = summary.in_size, summary.out_size
+    return (
+        f"{summary.frames} frames {w}x{h} -> {ow}x{oh} ({summary.codec}, {summary.pix_fmt}) in "
+        f"{summary.elapsed_s:.1f} s, {summary.fps:.1f} fps -> {summary.dst}"
+    )
+
+
+def total_line(summaries: list, elapsed_s: float, dst: str) -> str:
+    """The last line for a folder of videos: files, frames, wall time from the first file's start to the end."""
+    frames = sum(s.frames for s in summaries)
+    fps = frames / elapsed_s if elapsed_s > 0 else 0.0
+    return f"total: {len(summaries)} videos, {frames} frames in {elapsed_s:.1f} s, {fps:.1f} fps -> {dst}"
 
 
 class _VideoProgress:
-    """Rich progress for `upscale_video` events on stderr: frames, fps, ETA; a spinner when the count is unknown."""
+    """Rich progress for `upscale_video` events on stderr: frames, fps, ETA; a spinner when the count is unknown.
+    Prints the notices and warnings of the run and its summary lines, following the --quiet rule (`notice`)."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
+        self.said: set[str] = set()  # the warnings and notices printed, by message
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -298,9 +331,13 @@ class _VideoProgress:
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
-        if kind in ("warning", "notice"):
-            prefix = "vsr: warning: " if kind == "warning" else "vsr: "
-            err_console.print(f"{prefix}{event['message']}", markup=False, highlight=False, soft_wrap=True)
+        if kind == "warning":
+            self.said.add(event["message"])
+            warning(event["message"])
+        elif kind == "notice":
+            if not self.quiet:
+                self.said.add(event["message"])
+            notice(event["message"], self.quiet)
         elif kind == "start":
             total = event["total_frames"]
             (w, h), (ow, oh) = event["in_size"], event["out_size"]
@@ -315,3 +352,17 @@ class _VideoProgress:
                 total = None
             self.progress.update(self.task, completed=event["frames"], total=total, fps=event["fps"], total_text=total or "?")
             self.plain(event["frames"], total)
+
+    def summary(self, summary) -> None:
+        """A file's line, unless quiet; then any warning it holds that was not printed during the run (the
+        segmented path's streamed files report theirs as notices, which --quiet drops)."""
+        if not self.quiet:
+            say(summary_line(summary))
+        for message in summary.warnings:
+            if message not in self.said:
+                self.said.add(message)
+                warning(message)
+
+    def total(self, summaries: list, elapsed_s: float, dst: str) -> None:
+        if not self.quiet:
+            say(total_line(summaries, elapsed_s, dst))

@@ -8,7 +8,19 @@ from typing import Annotated
 
 import typer
 
-from vsr.cli.common import Arch, Opt, Precision, check_scale, err_console, load_upscaler, passive_openmp
+from vsr.cli.common import (
+    CRF_HELP,
+    PRESET_HELP,
+    Opt,
+    Precision,
+    ShippedArch,
+    check_scale,
+    err_console,
+    load_upscaler,
+    passive_openmp,
+    say,
+    warning,
+)
 from vsr.errors import UsageError
 
 
@@ -34,21 +46,28 @@ def webcam(
     ] = "0",
     scale: Opt.Scale = 2,
     weights: Opt.Weights = None,
-    arch: Opt.Arch = Arch.a955,
+    arch: Opt.Arch = ShippedArch.a955,
     device: Opt.Device = "auto",
     precision: Opt.Precision = Precision.auto,
-    view: Annotated[View, typer.Option(help="View at the start: side (bicubic | SRCNN), split, sr, bicubic.")] = View.side,
+    view: Annotated[
+        View, typer.Option(metavar="NAME", help="View at the start: side (bicubic | SRCNN), split, sr or bicubic.")
+    ] = View.side,
     window: Annotated[bool, typer.Option("--window/--no-window", help="Show the preview, or run the loop headless.")] = True,
-    frames: Annotated[int | None, typer.Option(help="Stop after this many frames (shown, or processed headless).")] = None,
+    frames: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop after this many frames (shown, or processed headless); default: until q, Esc or the end of the source."
+        ),
+    ] = None,
     record: Annotated[str | None, typer.Option(help="Record what is shown to this video file (e.g. out.mkv).")] = None,
     record_sr_only: Annotated[
         bool, typer.Option("--record-sr-only", help="Record only the SRCNN stream (output size, the source's pixel format).")
     ] = False,
     codec: Annotated[
-        str, typer.Option(help="Encoder of --record: auto (from the file's container), libx264, libx265, ffv1, ...")
+        str, typer.Option(help="Encoder of --record: auto (from the file's container), libx264, ffv1 (lossless), ...")
     ] = "auto",
-    crf: Annotated[float | None, typer.Option(help="Quality of --record (CRF, or CQ for NVENC); lower is better.")] = None,
-    preset: Annotated[str | None, typer.Option(help="Encoder preset of --record (codec default: medium for x264).")] = None,
+    crf: Annotated[float | None, typer.Option(help=f"Quality of --record; {CRF_HELP}")] = None,
+    preset: Annotated[str | None, typer.Option(help=f"Encoder preset of --record; {PRESET_HELP}")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --record file.")] = False,
     live: Annotated[
         bool | None,
@@ -56,8 +75,13 @@ def webcam(
     ] = None,
     loop: Annotated[bool, typer.Option("--loop", help="Restart a file source when it ends.")] = False,
     snapshot_dir: Annotated[Path, typer.Option(help="Folder for snapshots (key s).")] = Path("."),
-    camera_size: Annotated[str | None, typer.Option(help="Picture size to ask of a camera, WIDTHxHEIGHT, e.g. 640x480.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No status line or summary.")] = False,
+    camera_size: Annotated[
+        str | None,
+        typer.Option(help="Picture size to ask of a camera, WIDTHxHEIGHT, e.g. 640x480; default: the camera's."),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No status line, summary or notices; warnings and errors still print.")
+    ] = False,
 ) -> None:
     """Live preview of a camera, stream or file: bicubic beside SRCNN, with fps, latency and dropped frames.
 
@@ -82,16 +106,15 @@ def webcam(
         snapshot_dir=str(snapshot_dir),
         camera_size=_parse_size(camera_size, "--camera-size") if camera_size else None,
     )
-    upscaler = load_upscaler(weights, scale, arch.value, device, precision=precision.value)
+    upscaler = load_upscaler(weights, scale, arch.value, device, precision=precision.value, quiet=quiet)
     status = err_console.status("vsr webcam: starting", spinner="dots") if not quiet else None
     if status is not None:
         status.start()
-    say = lambda text: err_console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
 
     def report(event: dict) -> None:
         kind = event["event"]
         if kind == "warning":
-            say(f"vsr: warning: {event['message']}")
+            warning(event["message"])
         elif quiet:
             return
         elif kind == "start":
