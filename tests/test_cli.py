@@ -138,7 +138,8 @@ def test_help_has_plain_flags_and_argument_names(command):
         assert "upscale [OPTIONS] SRC DST" in text
         for words in ("9-5-5 (best) or 9-1-5 (fastest), each for x2, x3, x4", "other factors need --weights FILE"):
             assert words in text
-        assert "libx264, libx265, libsvtav1, libvpx-vp9, ffv1 (lossless), h264_nvenc" in text
+        assert "auto: chosen from the output's container and the input" in text
+        assert "libx264, libx265, libsvtav1, libvpx-vp9, prores_ks, ffv1 (lossless), h264_nvenc" in text
         assert "- as output defaults to matroska" in text
         assert "default: 18 for libx264" in text
 

@@ -39,7 +39,8 @@ def upscale_pair(
     shapes: tuple[tuple[int, int], ...],
     device: torch.device | str = "cpu",
 ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-    """(bicubic planes, SRCNN planes) of one frame's (Y, U, V), sharing the bicubic Y and chroma (`vsr.live.webcam`)."""
+    """(bicubic planes, SRCNN planes) of one frame's (Y, U, V[, A]), sharing the bicubic chroma and alpha
+    (`vsr.live.webcam`)."""
     dtype = planes[0].dtype
     rows, cols = shapes[0]
     y = torch.from_numpy(planes[0].astype(np.float32)).to(device) / peak
@@ -51,9 +52,12 @@ def upscale_pair(
         return np.ascontiguousarray(t.cpu().numpy().astype(dtype))
 
     ch, cw = shapes[1]
-    chroma = torch.from_numpy(np.stack(planes[1:]).astype(np.float32)).to(device)
+    chroma = torch.from_numpy(np.stack(planes[1:3]).astype(np.float32)).to(device)
     chroma = imresize(chroma, scale)[:, :ch, :cw].round_().clamp_(0, peak).cpu().numpy().astype(dtype)
     uv = tuple(np.ascontiguousarray(c) for c in chroma)
+    if len(planes) > 3:  # alpha: bicubic like chroma, at the luma size
+        alpha = imresize(torch.from_numpy(planes[3].astype(np.float32)).to(device)[None], scale)
+        uv += (to_plane(alpha / peak),)
     return (to_plane(y), *uv), (to_plane(sr), *uv)
 
 
@@ -217,13 +221,13 @@ class Feed:
             dtype = planes[0].dtype
             self._gpu = GpuFrames(self.upscaler, self.scale, self.info.peak, in_shapes, self.shapes, dtype, with_bicubic=True)
         try:
-            y_sr, u, v, y_bicubic = self._gpu.result(self._gpu.submit(planes))
+            y_sr, *rest, y_bicubic = self._gpu.result(self._gpu.submit(planes))  # rest: U, V and alpha if any
         except RuntimeError as exc:
             from vsr.engine.gpu import gpu_failure
 
             self._gpu.drain()
             raise gpu_failure(exc) from exc
-        return (y_bicubic, u, v), (y_sr, u, v)
+        return (y_bicubic, *rest), (y_sr, *rest)
 
     def raise_error(self) -> None:
         if self.errors:

@@ -10,7 +10,7 @@ Contract:
     So MP4/MKV/MOV keep libx264 for 8- and 10-bit 4:2:0-4:4:4 and take libx265 for 12-bit and RGB; WebM takes VP9
     for 8-bit and AV1 (libsvtav1) where VP9 in this PyAV cannot hold the depth; alpha goes to VP9 (WebM, MKV) or
     ProRes 4444 (MOV, and MKV beyond 8 bits).
-  - An encoder the build lacks, or the container cannot hold (`OutputContainer.supported_codecs`), is skipped.
+  - An encoder the build lacks, or the container cannot hold (`_container_takes`), is skipped.
   - `enc.pix_fmt` wins over the choice of format, `enc.codec` over the choice of encoder (their format is then the
     one that keeps most).
   - `EncoderPlan.lost` says what the output drops of the input ("alpha", "12-bit depth", "4:4:4 chroma"), and
@@ -23,6 +23,8 @@ Contract:
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 from dataclasses import dataclass
 
@@ -79,11 +81,15 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "matroska": ("libx264", "libx265", "libvpx-vp9", "prores_ks", "libsvtav1", "ffv1"),
     "webm": ("libvpx-vp9", "libsvtav1"),
     "avi": ("libx264", "libx265", "ffv1"),
+    "ivf": ("libvpx-vp9", "libsvtav1"),
     "nut": ("libx264", "libx265", "libvpx-vp9", "ffv1"),
 }
 _OTHER = ("libx264", "libx265", "libsvtav1", "libvpx-vp9")  # e.g. MPEG-TS: what players expect there, no FFV1
-# Formats left out of the choice: x265's alpha layer has no MP4/Matroska mapping players read.
-_EXCLUDED = {("libx265", "yuva420p"), ("libx265", "yuva420p10le")}
+# Formats left out of the choice: x265's alpha layer has no MP4/Matroska mapping players read; libvpx-vp9 opens
+# alpha other than 4:2:0 only with -strict experimental ("Pixel format 'gbrap' is not widely supported").
+_EXCLUDED = {("libx265", "yuva420p"), ("libx265", "yuva420p10le")} | {
+    ("libvpx-vp9", name) for name in ("yuva422p", "yuva444p", "gbrap")
+}
 # libvpx codes alpha as a second stream that only Matroska/WebM carry (BlockAdditional, libavformat/matroskaenc.c);
 # in any other container it would vanish without a word.
 _SIDE_ALPHA = {"libvpx", "libvpx-vp9"}
@@ -111,6 +117,8 @@ class EncoderPlan:
     pix_fmt: str
     lost: tuple[str, ...] = ()
     keep_hint: str | None = None  # how to keep what is lost: another container, or a --codec
+    container: str | None = None
+    full_range: bool = False  # --pix-fmt yuvj...: full range asked for
 
     def notice(self, label: str) -> str | None:
         """The one line that says what the output loses, or None."""
@@ -177,16 +185,20 @@ def _formats(codec: av.codec.Codec) -> list[str]:
     return [f.name for f in (codec.video_formats or [])]
 
 
-def _container_codecs(container: str | None) -> set[str] | None:
-    """The codec names the muxer `container` can hold, or None when this PyAV cannot say."""
+@functools.cache
+def _container_takes(container: str | None, codec: str) -> bool:
+    """Whether the muxer `container` takes `codec`: PyAV's own test (`OutputContainer.add_stream` refuses a codec
+    for which `avformat_query_codec` says no, av/container/output.py; a muxer that cannot say takes it)."""
     if container is None:
-        return None
+        return True
     try:
-        out = av.format.ContainerFormat(container, "w")
-    except (ValueError, av.FFmpegError):
-        return None
-    names = getattr(out, "supported_codecs", None)  # not in every PyAV: then add_stream says it
-    return set(names) if names else None
+        with av.open(io.BytesIO(), "w", format=container) as out:
+            out.add_stream(codec)
+    except ValueError:
+        return False
+    except (av.FFmpegError, OSError):
+        return True  # not this muxer's answer: VideoWriter's own add_stream says what is wrong
+    return True
 
 
 def _loss(src: FormatTraits, out: FormatTraits) -> tuple[int, int, int, int]:
@@ -246,7 +258,6 @@ def _source_traits(info: VideoInfo | str) -> FormatTraits:
 
 def _choose(src: FormatTraits, container: str | None, only: str | None = None) -> tuple[str, str, tuple] | None:
     """(codec, pix_fmt, loss) of the encoder for `container` that keeps most of `src` (module contract)."""
-    held = _container_codecs(container)
     names = (only,) if only else CANDIDATES.get(container or "matroska", _OTHER)
     best = None
     for name in names:
@@ -254,7 +265,7 @@ def _choose(src: FormatTraits, container: str | None, only: str | None = None) -
             codec = av.codec.Codec(name, "w")
         except (av.codec.codec.UnknownCodecError, ValueError):
             continue
-        if held is not None and codec.name not in held and not only:
+        if not only and not _container_takes(container, codec.name):
             continue
         pick = _best_format(codec, src, container)
         if pick is None:
@@ -308,19 +319,32 @@ def plan_encoder(enc: EncoderOptions, info: VideoInfo | str, container: str | No
             pix_fmt, lost = pick[1], _describe(src, pick[2])
         name = codec.name
     else:
-        choice = _choose(src, container)
-        if choice is None:
-            raise UsageError(f"no encoder in this FFmpeg build can write {container} video; write a .mkv or .mp4 file")
-        name, pix_fmt, loss = choice
-        if enc.pix_fmt is not None:
+        if enc.pix_fmt is not None:  # the first encoder for the container that takes the format asked for
             pix_fmt = _FULL_RANGE_ALIASES.get(enc.pix_fmt, enc.pix_fmt)
-            if pix_fmt not in _formats(av.codec.Codec(name, "w")):
-                raise UsageError(f"{name}, the encoder chosen for {container}, cannot encode {enc.pix_fmt}; add --codec")
+            name = _taking(pix_fmt, container)
+            if name is None:
+                raise UsageError(f"no encoder vsr picks for {container} takes --pix-fmt {enc.pix_fmt}; add --codec")
         else:
+            choice = _choose(src, container)
+            if choice is None:
+                raise UsageError(f"no encoder in this FFmpeg build can write {container} video; write a .mkv or .mp4 file")
+            name, pix_fmt, loss = choice
             lost = _describe(src, loss)
         _check_quality(name, enc)
     hint = _keep_hint(src, container, enc.codec) if lost else None
-    return EncoderPlan(name, _options(name, enc), pix_fmt, lost, hint)
+    full = enc.pix_fmt is not None and enc.pix_fmt.startswith("yuvj")
+    return EncoderPlan(name, _options(name, enc), pix_fmt, lost, hint, container, full)
+
+
+def _taking(pix_fmt: str, container: str | None) -> str | None:
+    for name in CANDIDATES.get(container or "matroska", _OTHER):
+        try:
+            codec = av.codec.Codec(name, "w")
+        except (av.codec.codec.UnknownCodecError, ValueError):
+            continue
+        if pix_fmt in _formats(codec) and _container_takes(container, codec.name):
+            return codec.name
+    return None
 
 
 def _semiplanar(codec: av.codec.Codec, work_fmt: str) -> str:

@@ -8,9 +8,11 @@
 - Other pixel formats are converted once (swscale, `working_format`) to the working format that holds them without
   loss: the same chroma layout (4:2:0, 4:2:2, 4:4:4; 4:4:0 goes to 4:4:4, 4:1:1 to 4:2:2, other layouts to
   4:2:0; NVDEC's semi-planar nv12/nv16/p010/p210/p410/yuv444p16 keep theirs), the depth rounded up to 8, 10, 12 or
-  16 bits (no yuva420p12le exists: 16), alpha kept; yuvj* are the same planes, full range; grey becomes 4:2:0.
-  RGB (gbrp, rgb24, gbrap, rgba, ...) becomes full-range BT.709 4:4:4 YUV of the same depth, tagged so
-  (`info.from_rgb`): the writer turns it back into RGB where the encoder takes RGB.
+  16 bits (no yuva420p12le exists: 16), alpha kept; yuvj* are the same planes, full range; grey becomes 4:2:0
+  with its values as they are in Y (its range kept, full where untagged, as swscale reads grey). RGB (gbrp,
+  rgb24, gbrap, rgba, ...) and palette (pal8, with its alpha) become full-range BT.709 4:4:4 YUV of the same
+  depth, tagged so (`info.from_rgb`): the writer turns it back into RGB where the encoder takes RGB. A GBR
+  matrix tag on a YUV or grey input (PNG's decoder tags grey so) becomes unspecified.
   Odd sizes are kept: the last chroma column/row covers a single luma column/row, as FFmpeg lays it out.
 - `Picture.pts` is the decoder's timestamp in `Picture.time_base` (the input stream's), never rebuilt
   from a frame counter.
@@ -63,6 +65,8 @@ def traits(pix_fmt: str) -> FormatTraits:
     """The `FormatTraits` of an FFmpeg pixel format (4:4:0 counts as 4:2:2 and 4:1:1/4:1:0 as 4:2:0: what they
     keep; grey as 4:2:0)."""
     fmt = av.VideoFormat(_FULL_RANGE_ALIASES.get(pix_fmt, pix_fmt))
+    if fmt.has_palette:  # pal8: RGB(A) colours by index
+        return FormatTraits(chroma="444", bits=8, alpha=True, rgb=True)
     comps = fmt.components
     alpha = any(c.is_alpha for c in comps)
     bits = max((c.bits for c in comps), default=8)
@@ -162,7 +166,7 @@ def working_format(fmt: av.VideoFormat) -> str:
         return name
     t = traits(name)
     chroma = t.chroma
-    if not t.rgb and len(fmt.components) >= 3:  # 4:4:0 is held by 4:4:4 without loss, 4:1:1 by 4:2:2
+    if not t.rgb and not fmt.has_palette and len(fmt.components) >= 3:  # 4:4:0 is held by 4:4:4 without loss, 4:1:1 by 4:2:2
         sub_x, sub_y = 16 // max(1, fmt.chroma_width(16)), 16 // max(1, fmt.chroma_height(16))
         chroma = "444" if sub_x == 1 else "422" if sub_y == 1 else "420"
     return work_format(chroma, t.bits, t.alpha)
@@ -206,15 +210,21 @@ class PictureMaker:
     `declared` holds the colour tags the container gives (a stream's codec parameters, read before decoding)."""
 
     def __init__(self, first: av.VideoFrame, stream_time_base, rate, src: str, warn: Warn, declared: dict | None = None):
-        self.work_fmt = working_format(first.format)
-        self.source_fmt = first.format.name
-        self.from_rgb = first.format.is_rgb  # RGB becomes full-range BT.709 YUV, and is tagged so
+        fmt = first.format
+        self.work_fmt = working_format(fmt)
+        self.source_fmt = fmt.name
+        self.from_rgb = traits(fmt.name).rgb  # RGB and palette formats become full-range BT.709 YUV, tagged so
+        self.grey = not self.from_rgb and len(fmt.components) < 3
         tags = _tags(first, declared or {})
         self.colorspace, self.color_primaries, self.color_trc = tags["colorspace"], tags["color_primaries"], tags["color_trc"]
         if self.from_rgb:
             self.colorspace, self.color_range = SPC_BT709, RANGE_JPEG
+        elif self.grey:  # its values are copied to Y as they are (swscale reads grey as full range): the range stays
+            self.color_range = tags["color_range"] or RANGE_JPEG
         else:
-            self.color_range = RANGE_JPEG if first.format.name.startswith("yuvj") else tags["color_range"]
+            self.color_range = RANGE_JPEG if fmt.name.startswith("yuvj") else tags["color_range"]
+        if not self.from_rgb and self.colorspace == SPC_RGB:  # e.g. PNG's decoder tags grey GBR: YUV is not
+            self.colorspace = _UNSPECIFIED["colorspace"]
         self.time_base = first.time_base or stream_time_base or Fraction(1, 90000)
         self.size = (first.width, first.height)
         self._rate, self._src, self._warn = rate, src, warn
@@ -237,8 +247,10 @@ class PictureMaker:
     def _convert(self, frame: av.VideoFrame) -> av.VideoFrame:
         """Reformat (and rescale, if the size changed mid-stream) to the working format, keeping the range."""
         width, height = self.size
-        if frame.format.is_rgb:
+        if traits(frame.format.name).rgb:
             return frame.reformat(width, height, self.work_fmt, dst_colorspace="ITU709", dst_color_range=RANGE_JPEG)
+        if len(frame.format.components) < 3:  # grey: Y as it is, neutral chroma
+            return frame.reformat(width, height, self.work_fmt, src_color_range=RANGE_JPEG, dst_color_range=RANGE_JPEG)
         rng = RANGE_JPEG if frame.format.name.startswith("yuvj") else (frame.color_range or None)
         return frame.reformat(width, height, self.work_fmt, src_color_range=rng, dst_color_range=rng)
 

@@ -22,7 +22,7 @@ import av
 
 from vsr.errors import OutputError, UsageError
 from vsr.media.encoders import ENCODER_DEFAULTS, EncoderOptions, encoder_settings, plan_encoder  # noqa: F401 (re-export)
-from vsr.media.frames import _FULL_RANGE_ALIASES, RANGE_JPEG, SPC_RGB, Picture, VideoInfo, Warn, make_frame, traits
+from vsr.media.frames import _FULL_RANGE_ALIASES, RANGE_JPEG, RANGE_MPEG, SPC_RGB, Picture, VideoInfo, Warn, make_frame, traits
 from vsr.media.reader import VideoReader
 from vsr.media.source import _err_text
 
@@ -31,6 +31,29 @@ _STALE_TAGS = frozenset(  # tags that describe the old encode; the muxer writes 
     "_statistics_writing_app _statistics_writing_date_utc _statistics_tags".split()
 )
 _MP4_LIKE = {"mp4", "mov", "ipod", "ismv", "3gp", "3g2", "psp"}
+
+
+# Where a full-range picture can say so: in the bitstream (H.264/H.265 VUI, VP9 and AV1 headers), or in the
+# container (Matroska/WebM's Colour element). ProRes and FFV1 have no such flag, and MOV's 'colr' box ('nclc') and
+# AVI none either: there full range would be read as studio range, so it is converted.
+_RANGE_IN_BITSTREAM = {"libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1", "h264_nvenc", "hevc_nvenc", "av1_nvenc"}
+_RANGE_IN_CONTAINER = {"matroska", "webm"}
+
+
+def _output_range(info: VideoInfo, plan) -> int:
+    """The colour range the output is written in: full range where `--pix-fmt yuvj...` asks for it or the input
+    has it and the output can say so; studio range otherwise (converted from full range where needed)."""
+    if plan.full_range:
+        return RANGE_JPEG
+    if info.color_range == RANGE_JPEG and plan.codec not in _RANGE_IN_BITSTREAM and plan.container not in _RANGE_IN_CONTAINER:
+        return RANGE_MPEG
+    return info.color_range
+
+
+# AVColorSpace -> swscale's matrix (libswscale/swscale.h SWS_CS_*): the same numbers but for BT.601 (5, 6),
+# unspecified (2: swscale's default, BT.601) and BT.2020 (9, 10).
+def sws_matrix(colorspace: int) -> int:
+    return {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}.get(colorspace, 5)
 
 
 def _clean_tags(tags: dict[str, str]) -> dict[str, str]:
@@ -79,6 +102,7 @@ class VideoWriter:
             plan = plan_encoder(enc, info, self._container.format.name)
             self.pix_fmt = plan.pix_fmt
             self._rgb_out = traits(plan.pix_fmt).rgb
+            self._out_range = _output_range(info, plan)
             if template is None and plan.notice(self.label):
                 warn(plan.notice(self.label))
             self._setup(reader, plan.codec, plan.options, width, height, warn)
@@ -90,7 +114,7 @@ class VideoWriter:
     def pix_fmt_label(self) -> str:
         """The pixel format as players and ffprobe name what was written: full-range 4:2:0/4:2:2/4:4:4 8-bit output
         is `yuvj420p` etc. (the same planes as `pix_fmt`, tagged full range), anything else `pix_fmt` itself."""
-        if self.info.full_range and not self._rgb_out:
+        if self._out_range == RANGE_JPEG and not self._rgb_out:
             for alias, plain in _FULL_RANGE_ALIASES.items():
                 if plain == self.pix_fmt:
                     return alias
@@ -148,22 +172,26 @@ class VideoWriter:
             ) from None
 
     def _range_and_matrix(self) -> tuple[int, int]:
-        """The output's colour range and matrix tags: GBR, full range for RGB output; the pictures' otherwise."""
+        """The output's colour range and matrix tags: GBR, full range for RGB output; otherwise the pictures' matrix
+        and the range `_output_range` decided."""
         if self._rgb_out:
             return RANGE_JPEG, SPC_RGB
-        return self.info.color_range, self.info.colorspace
+        return self._out_range, self.info.colorspace
 
     def write(self, pic: Picture) -> None:
         """Encode one picture (planes in the reader's pix_fmt, output size) with its own pts."""
         info = self.info
         frame = make_frame(pic.planes, info.pix_fmt)
-        if self._rgb_out:  # back to RGB with the matrix and range the reader used (vsr.media.frames)
+        if self._rgb_out:  # to RGB with the matrix and range the pictures have (RGB input: those the reader used)
             frame = frame.reformat(
-                format=self.pix_fmt, src_colorspace="ITU709", src_color_range=RANGE_JPEG, dst_color_range=RANGE_JPEG
+                format=self.pix_fmt,
+                src_colorspace=sws_matrix(info.colorspace),
+                src_color_range=info.color_range or RANGE_MPEG,
+                dst_color_range=RANGE_JPEG,
             )
-        elif self.pix_fmt != info.pix_fmt:
-            rng = info.color_range or None
-            frame = frame.reformat(format=self.pix_fmt, src_color_range=rng, dst_color_range=rng)
+        elif self.pix_fmt != info.pix_fmt or self._out_range != info.color_range:
+            src, dst = info.color_range or RANGE_MPEG, self._out_range or RANGE_MPEG
+            frame = frame.reformat(format=self.pix_fmt, src_color_range=src, dst_color_range=dst)
         frame.pts, frame.time_base = pic.pts, pic.time_base
         frame.color_range, frame.colorspace = self._range_and_matrix()
         frame.color_primaries, frame.color_trc = info.color_primaries, info.color_trc
