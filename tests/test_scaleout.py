@@ -175,6 +175,11 @@ def test_a_folder_of_videos(tmp_path, weights):
     r = vsr("upscale", tmp_path / "in", tmp_path / "out", "--scale", 2, "--weights", weights, "--workers", 2,
             "--segment", 0.4, "--codec", "ffv1")  # fmt: skip
     assert r.returncode == 0, r.stderr
+    # Each file is timed from when its first segment went to a worker, not from the start of the run (which includes
+    # starting the worker processes): the second file's time is well below the total's.
+    times = dict(re.findall(r"in ([\d.]+) s, [\d.]+ fps -> (\S+)", r.stderr)[i][::-1] for i in range(3))
+    b_time, total = float(times[str(tmp_path / "out" / "b.mp4")]), float(times[str(tmp_path / "out")])
+    assert b_time < 0.6 * total, r.stderr
     assert names(tmp_path / "out") == {"a.mkv", "b.mp4"}
     assert len(frames_of(tmp_path / "out" / "a.mkv")) == 60 and len(frames_of(tmp_path / "out" / "b.mp4")) == 40
     assert packets_of(tmp_path / "out" / "a.mkv", "audio") == packets_of(a, "audio")

@@ -339,11 +339,14 @@ def test_title_and_chapters_kept(tmp_path, clip):
                 packet.stream = mapping[packet.stream_index]
                 out.mux(packet)
     dst = tmp_path / "out.mp4"
-    upscale_video(src, dst, 2, None)
+    summary = upscale_video(src, dst, 2, None)
     with av.open(str(dst)) as c:
         assert c.metadata.get("title") == "A walk"
         chapters = [(float(ch["start"] * ch["time_base"]), ch["metadata"].get("title")) for ch in c.chapters()]
     assert chapters == [(0.0, "one"), (0.3, "two")]
+    assert not summary.warnings
+    summary = upscale_video(src, tmp_path / "out.ts", 2, None)  # MPEG-TS has no chapters: said, not dropped silently
+    assert summary.warnings == ("the input's 2 chapter(s) are not copied: mpegts cannot hold chapters; write a .mkv",)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -284,12 +284,19 @@ def copy_input(out: av.container.OutputContainer, stream, reader: VideoReader, l
         copied[src.index] = dup
     _copy_attachments(out, reader, warn)
     chapters = reader.chapters()
-    if chapters:
+    if chapters and not set(out.format.name.split(",")) & _CHAPTER_MUXERS:
+        warn(f"the input's {len(chapters)} chapter(s) are not copied: {out.format.name} cannot hold chapters; write a .mkv")
+    elif chapters:
         try:
             out.set_chapters(chapters)
         except (av.FFmpegError, AttributeError, ValueError, TypeError):
             warn(f"the input's {len(chapters)} chapter(s) could not be copied to {out.format.name}")
     return copied
+
+
+# The muxers that write chapters (libavformat: matroskaenc.c, movenc.c, oggenc.c, nutenc.c, ffmetaenc.c); the others
+# (MPEG-TS, AVI, FLV, ...) take them without a word and drop them.
+_CHAPTER_MUXERS = {"matroska", "webm", "mp4", "mov", "ipod", "ismv", "3gp", "3g2", "ogg", "oga", "ogv", "nut", "ffmetadata"}
 
 
 def _copy_attachments(out: av.container.OutputContainer, reader: VideoReader, warn: Warn) -> None:

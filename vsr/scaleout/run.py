@@ -305,6 +305,7 @@ class _Job:
     streaming: str | None = None  # why the streaming path takes it
     summary: VideoSummary | None = None
     reused: int = 0
+    started: float | None = None  # perf_counter when its first segment went to a worker: its own time starts then
 
     @property
     def frames(self) -> int:
@@ -455,7 +456,7 @@ def _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0) -> 
         if job.streaming or job.summary is not None or len(job.parts) < len(job.segments):
             return
         _join(job, enc, lambda message: warn(job, message))
-        job.summary = _summary(job, job.frames, time.perf_counter() - t0)
+        job.summary = _summary(job, job.frames, time.perf_counter() - (job.started or t0))
 
     for job in jobs:
         join_ready(job)  # every part reused
@@ -465,6 +466,8 @@ def _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0) -> 
             job, segment = queue.pop()
             if job.streaming:
                 continue
+            if job.started is None:
+                job.started = time.perf_counter()
             part = job.folder.writing_path(segment.index, f"-{os.getpid()}")
             task = SegmentTask(job.src, segment, str(part), scale, enc, job.fmt, job.dst)
             running[workers.submit(task)] = (job, segment, task)
@@ -513,7 +516,8 @@ def _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0) -> 
         workers.close()
     for job in jobs:
         if job.streaming:
-            _stream(job, scale, upscaler, enc, overwrite, report if first is None and len(jobs) == 1 else None, notice)
+            alone = first is None and len(jobs) == 1
+            _stream(job, scale, upscaler, enc, overwrite, report if alone else _warnings_only(report), notice)
     elapsed = time.perf_counter() - t0
     frames = sum(job.summary.frames for job in jobs)
     if first is not None:
@@ -548,9 +552,14 @@ def _join(job: _Job, enc: EncoderOptions, warn) -> None:
     job.folder.finish()
 
 
+def _warnings_only(report):
+    """`report` for the warnings of a file streamed among others (its start, progress and done would mislead)."""
+    return lambda event: report(event) if event["event"] == "warning" else None
+
+
 def _stream(job: _Job, scale, upscaler, enc, overwrite, report, notice) -> None:
-    """The streaming path for `job`: `report` gets all its events (it is the only file) or None (warnings
-    become notices)."""
+    """The streaming path for `job`: `report` gets its events (all of them when it is the only file; else
+    `_warnings_only`)."""
     notice(f"{job.src}: not split ({job.streaming}); one process upscales it")
     if job.folder is not None:
         job.folder.finish()
@@ -560,7 +569,7 @@ def _stream(job: _Job, scale, upscaler, enc, overwrite, report, notice) -> None:
         discard(job.dst, notice)  # --resume/--overwrite: a stale folder of another segmenting
     job.summary = upscale_video(
         job.src, job.dst, scale, upscaler, codec=enc.codec, crf=enc.crf, preset=enc.preset, pix_fmt=enc.pix_fmt,
-        overwrite=overwrite, progress=report or (lambda event: notice(event["message"]) if event["event"] == "warning" else None),
+        overwrite=overwrite, progress=report,
     )  # fmt: skip
 
 
