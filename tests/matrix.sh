@@ -31,6 +31,10 @@ SMOKE=(
   tests/test_cli_video.py::test_file_to_file_with_summary tests/test_cli_video.py::test_bad_video_inputs_one_line_and_nothing_lost tests/test_cli_video.py::test_stop_signal_exits_and_leaves_nothing
   'tests/test_stdin_stop.py::test_signal_stops_a_pipe_in_any_state[header]' 'tests/test_stdin_stop.py::test_signal_stops_a_pipe_in_any_state[stalled]'
   tests/test_cli.py::test_images_grey_rgb_rgba_and_folder tests/test_cli.py::test_usage_errors_are_one_line tests/test_cli.py::test_help_has_plain_flags_and_argument_names tests/test_cli.py::test_eval_json tests/test_cli.py::test_bare_vsr_and_version tests/test_cli.py::test_help_fits_80_columns
+  'tests/test_formats.py::test_family_kept_or_said[vp9_alpha.webm]' 'tests/test_formats.py::test_family_kept_or_said[h265_gbrp.mp4]'
+  'tests/test_formats.py::test_family_kept_or_said[rgba_qtrle.mov]' 'tests/test_formats.py::test_family_kept_or_said[hlg_bt2020.webm]'
+  'tests/test_formats.py::test_family_kept_or_said[gray_png.mov]' 'tests/test_formats.py::test_family_kept_or_said[h265_12bit.mkv]'
+  tests/test_start_stop.py
   tests/test_segments.py
   tests/test_parts.py
   tests/test_scaleout.py::test_two_workers_give_the_single_process_output
