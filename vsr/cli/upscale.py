@@ -75,7 +75,10 @@ def upscale(
     precision: Opt.Precision = Precision.auto,
     hwaccel: Annotated[
         str | None,
-        typer.Option(help="Hardware decoding, e.g. cuda (NVDEC), with a warning and the CPU where it is unavailable."),
+        typer.Option(
+            help="Hardware decoding, e.g. cuda (NVDEC, PyAV 18+). Where this FFmpeg build, the driver, the GPU or PyAV "
+            "cannot, the CPU decodes, with a one-line warning."
+        ),
     ] = None,
     ensemble: Opt.Ensemble = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,

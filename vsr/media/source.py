@@ -72,7 +72,9 @@ def _open_input(
     "-" reads (`vsr.media.stdin.open_stdin()`).
 
     With `hwaccel` (e.g. "cuda": NVDEC) PyAV creates the device when it opens the video stream's decoder; if it
-    cannot (no GPU, no driver), the file is opened again for the CPU with a warning that gives FFmpeg's reason.
+    cannot (no GPU, no driver), the file is opened again for the CPU with a warning that gives FFmpeg's reason. A
+    device type this FFmpeg build leaves out (one of PyAV's `HWDeviceType` names, not in `hwdevices_available()`)
+    is the same case: the CPU, with a warning; a name FFmpeg has no type for is a `UsageError` (a typo).
     `device` is the GPU's index. The decoder gets a CUDA context of its own, not the device's primary context
     that torch uses: FFmpeg retains the primary context only with CU_CTX_SCHED_BLOCKING_SYNC and refuses
     (ENOTSUP, "Primary context already active with incompatible flags", libavutil/hwcontext_cuda.c
@@ -91,11 +93,20 @@ def _open_input(
             f"from the GPU (this is PyAV {av.__version__}; PyAV 18 needs Python 3.11 or newer); decoding on the CPU"
         )
         return _open_input_with(src, fmt, {}, stdin=stdin), False
-    from av.codec.hwaccel import HWAccel, hwdevices_available
+    from av.codec.hwaccel import HWAccel, HWDeviceType, hwdevices_available
 
     kinds = hwdevices_available()
     if hwaccel not in kinds:  # HWAccel takes an unknown name as "any device type" (av_hwdevice_find_type_by_name)
-        raise UsageError(f"--hwaccel {hwaccel}: not a hardware device type this FFmpeg knows; use one of {', '.join(kinds)}")
+        if hwaccel not in {t.name for t in HWDeviceType} - {"none"}:  # a typo: no FFmpeg has such a type
+            raise UsageError(f"--hwaccel {hwaccel}: not a hardware device type this FFmpeg knows; use one of {', '.join(kinds)}")
+        # A type FFmpeg has, left out of this build (e.g. a PyAV wheel without CUDA): no device, as on a machine
+        # without a GPU, so the same fallback (the --hwaccel help promises it).
+        built = ", ".join(kinds) or "none"
+        warn(
+            f"hardware decoding ({hwaccel}) is not available here (this FFmpeg build, PyAV {av.__version__}'s, has no "
+            f"{hwaccel} support; its device types: {built}); decoding on the CPU"
+        )
+        return _open_input_with(src, fmt, {}, stdin=stdin), False
     accel = HWAccel(device_type=hwaccel, device=None if device is None else str(device), allow_software_fallback=True)
     try:
         return _open_input_with(src, fmt, {"hwaccel": accel}, raw_errors=True, stdin=stdin), True
@@ -154,9 +165,30 @@ def _stdin_ended(stdin) -> None:
         )
 
 
+def decoder_threads(live: bool, hardware: bool) -> str:
+    """The video decoder's `thread_type` (PyAV's `CodecContext.thread_type`, settable until the codec opens at the
+    first decode in PyAV 17.1 to 19): "AUTO" (frame and slice threads, the most throughput) for files on the CPU;
+    "SLICE" for `live` input (each frame thread delays output by a frame) and under a hardware decoder.
+
+    Why not frame threads with NVDEC: FFmpeg gives the hardware decoder a fixed pool of surfaces, sized when the
+    decoder opens: the stream's reference and reorder frames (H.264: `ref_frame_count + num_reorder_frames`,
+    libavcodec/nvdec_h264.c `nvdec_h264_frame_params`), + 2 (nvdec.c `ff_nvdec_frame_params`), + one per frame
+    thread (decode.c `avcodec_get_hw_frames_parameters`: "If frame threading is enabled then an extra surface
+    per thread is also required", `initial_pool_size += avctx->thread_count`), + 3 (nvdec.c
+    `nvdec_init_hwframes`). NVDEC refuses more than 32 (nvdec.c `ff_nvdec_decode_init`: "Using more than 32 (%d)
+    decode surfaces might cause nvdec to fail. Try lowering the amount of threads"), and the automatic frame
+    thread count is min(cores + 1, 16) (pthread_frame.c `ff_frame_thread_init`, `MAX_AUTO_THREADS` 16). A
+    16-reference H.264 with 2 reorder frames on a 16-core host would need 16 + 2 + 2 + 16 + 3 = 39: the hardware
+    decoder fails to open and PyAV's `get_format` hands the stream to software without an error
+    (av/video/codeccontext.py `_get_hw_format`, `allow_software_fallback`). Slice threads add no surface (23
+    there), so NVDEC takes every stream it could take single-threaded. The price: where the GPU refuses a stream
+    anyway, the CPU decodes it with slice threads only (`InputStreams.hwaccel_in_use` says so)."""
+    return "SLICE" if live or hardware else "AUTO"
+
+
 class InputStreams:
     """An input opened for decoding (see the module contract): its container, the video stream vsr decodes (the first
-    that is not cover art; slice threads only when `live`, else frame and slice threads), the streams copied untouched
+    that is not cover art; its threads: `decoder_threads`), the streams copied untouched
     (audio, subtitle, data), the attachments, metadata and chapters; after the first frame, `hwaccel_in_use` says
     whether the hardware decoder asked for really decodes it. For "-", a stop signal that ends the wait for stdin
     makes PyAV see the end of the input; `raise_stop()` then raises it (after each PyAV call in the main thread), and
@@ -185,7 +217,8 @@ class InputStreams:
             self.close()
             raise
         self.video = videos[0]
-        self.video.thread_type = "SLICE" if live else "AUTO"  # frame threads delay output by a frame each
+        self.video.thread_type = decoder_threads(live, self._hw_attached)
+        self.video.thread_count = 0  # FFmpeg's automatic count (PyAV's default too)
         self.passthrough = [s for s in c.streams if s.type in ("audio", "subtitle", "data")]
         self.attachments = [s for s in c.streams if s.type == "attachment"]
 
@@ -228,13 +261,13 @@ class InputStreams:
         ctx = self.video.codec_context
         hw_formats = {cfg.format.name for cfg in ctx.codec.hardware_configs if cfg.format is not None}
         if not ctx.is_hwaccel:
-            why = f"FFmpeg's {ctx.name} decoder has no {self._hwaccel} support"
+            why = f"FFmpeg's {ctx.name} decoder has no {self._hwaccel} support; decoding on the CPU"
         elif ctx.pix_fmt not in hw_formats:
-            why = "the hardware decoder refused this stream (profile, size or bit depth) and software took over"
+            why = refusal(ctx, self._hwaccel)
         else:
             return True
         if self._hw_attached:  # else _open_input has already said that the device is not there
-            self._warn(f"hardware decoding ({self._hwaccel}) is not used: {why}; decoding on the CPU")
+            self._warn(f"hardware decoding ({self._hwaccel}) is not used: {why}")
         return False
 
     def close(self) -> None:
@@ -242,3 +275,19 @@ class InputStreams:
             self.container.close()
         except (av.FFmpegError, OSError):
             pass
+
+
+def refusal(ctx, hwaccel: str) -> str:
+    """Why the `hwaccel` decoder that opened handed the stream `ctx` (an opened video `CodecContext`) to software, as far
+    as it can be known: the stream's codec, profile, pixel format and coded size, with the limits that refuse such a
+    stream. The exact one is in FFmpeg's log only (nvdec.c `nvdec_test_capabilities`: "Hardware is lacking required
+    capabilities", "Video width %d not within range", ...; PyAV keeps FFmpeg's log quiet). Frame threads are not
+    among them: under a hardware decoder there are none (`decoder_threads`)."""
+    profile = f" {ctx.profile}" if ctx.profile else ""
+    stream = f"{ctx.name}{profile}, {ctx.pix_fmt}, {ctx.coded_width or ctx.width}x{ctx.coded_height or ctx.height}"
+    surfaces = "its 32 surfaces" if hwaccel == "cuda" else "its surfaces"  # NVDEC's limit, see decoder_threads
+    return (
+        f"the hardware decoder refused this stream ({stream}: a profile, bit depth, chroma format or size it lacks, "
+        f"or more reference frames than {surfaces} hold) and software took over; decoding on the CPU with slice "
+        "threads only (drop --hwaccel for all threads)"
+    )

@@ -56,6 +56,27 @@ def sws_matrix(colorspace: int) -> int:
     return {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}.get(colorspace, 5)
 
 
+def nvenc_hint(codec: str, pix_fmt: str) -> str:
+    """What to say when NVENC encoder `codec` does not open for `pix_fmt` pictures. FFmpeg's error alone does not
+    say why (nvenc.c `nvenc_check_capabilities` logs the reason and returns ENOSYS, "Function not implemented"), and
+    the reasons are the GPU's: an NVIDIA GPU without NVENC engines (A100, H100: compute GPUs with NVDEC only, per
+    NVIDIA's video encode/decode support matrix) or no driver; 10-bit H.264 (`NV_ENC_CAPS_SUPPORT_10BIT_ENCODE`,
+    "10 bit encode not supported") and 4:2:2 only on Blackwell's NVENC (Video Codec SDK 13), never for AV1; AV1 from
+    Ada on. Said as a parenthesis after FFmpeg's message, naming what keeps the format where that is the cause."""
+    t = traits(pix_fmt)
+    parts = ["NVENC needs the NVIDIA driver and a GPU with video encoders, which A100 and H100 lack"]
+    if t.chroma == "422":
+        if codec == "av1_nvenc":
+            parts.append("av1_nvenc writes no 4:2:2: --pix-fmt yuv420p")
+        else:
+            parts.append(f"{codec} writes 4:2:2 on Blackwell GPUs (RTX 50) and newer only: --pix-fmt yuv420p or yuv444p")
+    if codec == "h264_nvenc" and t.bits > 8:
+        parts.append("h264_nvenc writes 10-bit on Blackwell GPUs (RTX 50) and newer only: --codec hevc_nvenc keeps 10 bits")
+    if codec == "av1_nvenc":
+        parts.append("av1_nvenc needs an Ada (RTX 40, L4, L40) or newer GPU")
+    return f" ({'; '.join(parts)}; else use --codec libx264 or libx265)"
+
+
 def _clean_tags(tags: dict[str, str]) -> dict[str, str]:
     """Metadata minus tags that describe the old encode (encoder, duration, statistics)."""
     return {k: v for k, v in tags.items() if k.lower().split("-")[0] not in _STALE_TAGS}
@@ -157,7 +178,7 @@ class VideoWriter:
             if width % 2 or height % 2:
                 hint = " (4:2:0/4:2:2 encoders need even sizes: use an even --scale, --pix-fmt yuv444p or --codec ffv1)"
             elif codec.endswith("_nvenc"):
-                hint = " (NVENC needs an NVIDIA GPU and driver; use --codec libx264 on other machines)"
+                hint = nvenc_hint(codec, self.pix_fmt)
             else:
                 hint = "; check --codec, --crf, --preset and --pix-fmt"
             raise UsageError(
