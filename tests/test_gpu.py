@@ -94,7 +94,7 @@ def test_nvdec_decodes_on_the_gpu_and_gives_the_cpu_planes(tmp_path):
 
 
 def test_tensorrt_engine_matches_eager_and_its_cache_is_rebuilt_when_broken(tmp_path, monkeypatch):
-    pytest.importorskip("torch_tensorrt", reason="torch-tensorrt is not installed (pip install -e '.[tensorrt]')")
+    pytest.importorskip("torch_tensorrt", reason="torch-tensorrt is not installed ('torch-tensorrt==X.Y.*' for torch X.Y)")
     from vsr.engine.tensorrt import TensorRTUpscaler
 
     monkeypatch.setenv("VSR_CACHE", str(tmp_path))

@@ -543,9 +543,7 @@ def run(plan: Plan, device: torch.device, progress: Progress | None = None, comm
         from vsr.engine import tensorrt as trt
 
         if not trt.available():
-            raise BackendError(
-                f"the tensorrt backend needs torch-tensorrt ({install_hint('tensorrt')}); leave it out of --backends"
-            )
+            raise BackendError(f"the tensorrt backend needs torch-tensorrt ({trt.install_advice()}); leave it out of --backends")
     for arch in plan.models:
         if arch not in MODELS:
             raise UsageError(f"unknown model {arch!r}; choose from {', '.join(MODELS)}")

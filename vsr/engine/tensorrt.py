@@ -48,13 +48,29 @@ import torch
 
 from vsr.cache import cache_dir
 from vsr.engine.base import Notice, Upscaler, _Valid
-from vsr.errors import BackendError, install_hint
+from vsr.errors import BackendError
 from vsr.media.atomic import atomic_path
 from vsr.model.srcnn import SRCNN, weights_hash
 
+CHECKED = ((2, 4), (2, 14))  # the first and last torch-tensorrt minor releases the [tensorrt] extra allows
+
+
+def install_advice(torch_version: str = torch.__version__) -> str:
+    """How to install torch-tensorrt for this torch, for messages. Every torch-tensorrt release requires the torch of
+    its own minor version (wheel METADATA: 2.4.0 `torch<2.5.0,>=2.4.0`, 2.6.x `torch==2.6.0`, 2.14.0
+    `torch<2.15.0,>=2.14.0`), so `pip install 'torch-tensorrt<2.15,>=2.4'` (what the [tensorrt] extra says) takes
+    the newest, 2.14.0, and replaces any other torch with a 2.14 to fit it. `torch-tensorrt==X.Y.*` for torch X.Y
+    keeps the torch that is there; no release vsr was checked against fits a torch outside 2.4-2.14."""
+    major, minor = (int(part) for part in torch_version.split("+")[0].split(".")[:2])
+    if not CHECKED[0] <= (major, minor) <= CHECKED[1]:
+        first, last = (".".join(map(str, v)) for v in CHECKED)
+        return f"no torch-tensorrt release vsr was checked against ({first} to {last}) fits torch {major}.{minor}"
+    return f"`pip install 'torch-tensorrt=={major}.{minor}.*'` installs the release for your torch {major}.{minor}"
+
+
 INSTALL_HINT = (
-    f"torch-tensorrt is not installed; install it with `{install_hint('tensorrt')}` (needs an NVIDIA GPU and "
-    "TensorRT for your CUDA version), or use --backend compile"
+    f"torch-tensorrt is not installed; {install_advice()} (it needs an NVIDIA GPU and TensorRT for your CUDA "
+    "version), or use --backend compile"
 )
 
 
