@@ -18,6 +18,7 @@ from vsr.engine.precision import cpu_bf16
 from vsr.errors import BackendError
 from vsr.pipeline.video import upscale_planes
 
+from .gpu_tolerances import FP16_MAX, FP16_MEAN, TILED_VS_WHOLE
 from .test_model import make_model
 
 CUDA = pytest.mark.gpu
@@ -211,7 +212,8 @@ def test_fp16_close_to_fp32_on_gpu():
     x = torch.rand(1, 1, 96, 128, generator=torch.Generator().manual_seed(1)).cuda()
     fp32 = Upscaler(make_model("9-5-5"), "cuda", "fp32")(x)
     fp16 = Upscaler(make_model("9-5-5"), "cuda", "fp16")(x)
-    assert (fp16 - fp32).abs().max().item() < 2e-3
+    diff = (fp16 - fp32).abs()  # the bounds and why: tests/gpu_tolerances.py
+    assert diff.max().item() < FP16_MAX and diff.mean().item() < FP16_MEAN
 
 
 @CUDA
@@ -219,7 +221,7 @@ def test_gpu_tiled_equals_untiled_fp32():
     x = torch.rand(1, 1, 300, 520, generator=torch.Generator().manual_seed(2)).cuda()
     whole = Upscaler(make_model("9-5-5"), "cuda", "fp32", tile=1024)(x)
     tiled = Upscaler(make_model("9-5-5"), "cuda", "fp32", tile=128)(x)
-    torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(tiled, whole, atol=TILED_VS_WHOLE, rtol=0)  # cuDNN's algorithm per shape: gpu_tolerances
 
 
 @CUDA
