@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Accept vsr's GPU path on a CUDA machine: the GPU tests, `vsr bench --eval`, a 1080p-output upscale checked
-# against its input, and a pass/fail table against the goals (details: bench/gpu_check.py).
-#   bash bench/gpu_check.sh [--data DIR] [--out FILE]
+# Accept vsr's GPU path on a CUDA machine: the GPU tests (TensorRT through GpuFrames among them), `vsr bench --eval`,
+# a 1080p-output upscale checked against its input, a 10-bit clip against fp32, a `--workers 2` segment run against
+# the streaming path, `vsr train` resumed after an epoch against an uninterrupted run (bit for bit), and a pass/fail
+# table against the goals (details: bench/gpu_check.py; tests/test_gpu_check.py runs its steps on the CPU).
+#   bash bench/gpu_check.sh [--data DIR] [--out FILE] [--no-tensorrt]
 # Exit 0: every goal passed; 1: some failed; 77: no CUDA GPU here (one line, nothing run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
