@@ -37,7 +37,7 @@ def nvdec_surfaces(ctx, refs: int, reorder: int, cores: int) -> int:
     - nvdec.c `nvdec_init_hwframes`: += 3; `ff_nvdec_decode_init` passes it as ulNumDecodeSurfaces, and more
       than 32 fails ("Using more than 32 (%d) decode surfaces might cause nvdec to fail")."""
     surfaces = refs + reorder + 2 + 3
-    if ThreadType(ctx.thread_type) & ThreadType.FRAME:
+    if _thread_type(ctx) & ThreadType.FRAME:
         threads = ctx.thread_count or min(cores + 1, 16)
         if threads > 1:
             surfaces += threads
@@ -54,37 +54,72 @@ def _attached(monkeypatch):
     monkeypatch.setattr(source, "_open_input", opened)
 
 
+class _Stream:
+    """A video stream that records what vsr sets on it: PyAV's `Stream.__setattr__` hands any other attribute to its
+    codec context (av/stream.py, "Convenience setter for codec context properties"). `is_hwaccel`: whether PyAV
+    attached the device to this decoder (a decoder with a config for the device type)."""
+
+    type, disposition, index = "video", 0, 0
+
+    def __init__(self, is_hwaccel: bool):
+        ctx = types.SimpleNamespace(is_hwaccel=is_hwaccel, thread_type=ThreadType.SLICE.value, thread_count=0)
+        object.__setattr__(self, "codec_context", ctx)  # PyAV's own defaults: SLICE, 0 (av/codec/context.py _init)
+
+    def __setattr__(self, name, value):
+        setattr(self.codec_context, name, value)
+
+
+class _Streams(list):
+    @property
+    def video(self):
+        return [s for s in self if s.type == "video"]
+
+
+def _opened_with_a_device(monkeypatch, is_hwaccel: bool) -> types.SimpleNamespace:
+    """InputStreams' container, as where the device opened: one video stream, whose decoder has the device or not."""
+    container = types.SimpleNamespace(streams=_Streams([_Stream(is_hwaccel)]), close=lambda: None)
+    monkeypatch.setattr(source, "_open_input", lambda *args: (container, True))
+    return container
+
+
+def _thread_type(ctx) -> ThreadType:
+    value = ctx.thread_type
+    return ThreadType[value] if isinstance(value, str) else ThreadType(value)
+
+
 def test_nvdec_gets_no_frame_threads_so_a_16_reference_stream_fits_its_32_surfaces(tmp_path, monkeypatch):
     """Risk 5 of issue 24: with frame threads and FFmpeg's automatic count, a 16-reference H.264 on a 16-core host
-    needs 39 surfaces, NVDEC fails to open and the stream silently decodes on the CPU. Under a hardware decoder vsr
-    asks for slice threads only; files decoded on the CPU keep frame threads (throughput)."""
+    needs 39 surfaces, NVDEC fails to open and the stream silently decodes on the CPU. Where the device is on the
+    decoder vsr asks for slice threads only; a decoder without it (FFV1 has no NVDEC) and files without --hwaccel
+    keep frame threads (throughput)."""
     src = make_clip(tmp_path / "in.mkv", audio=None)
     cpu = source.InputStreams(str(src), None, lambda m: None)
     try:
-        assert ThreadType(cpu.video.codec_context.thread_type) == ThreadType.AUTO
+        assert _thread_type(cpu.video.codec_context) == ThreadType.AUTO
     finally:
         cpu.close()
-    _attached(monkeypatch)
-    hw = source.InputStreams(str(src), None, lambda m: None, hwaccel="cuda")
-    try:
-        ctx = hw.video.codec_context
-        assert nvdec_surfaces(ctx, refs=16, reorder=2, cores=16) <= 32, (ctx.thread_type, ctx.thread_count)
-        assert nvdec_surfaces(ctx, refs=16, reorder=2, cores=64) <= 32
-        assert not ThreadType(ctx.thread_type) & ThreadType.FRAME
-    finally:
-        hw.close()
+    container = _opened_with_a_device(monkeypatch, is_hwaccel=True)
+    source.InputStreams(str(src), None, lambda m: None, hwaccel="cuda")
+    ctx = container.streams[0].codec_context
+    assert nvdec_surfaces(ctx, refs=16, reorder=2, cores=16) <= 32, (ctx.thread_type, ctx.thread_count)
+    assert nvdec_surfaces(ctx, refs=16, reorder=2, cores=64) <= 32
+    assert not _thread_type(ctx) & ThreadType.FRAME
+    container = _opened_with_a_device(monkeypatch, is_hwaccel=False)
+    source.InputStreams(str(src), None, lambda m: None, hwaccel="cuda")
+    assert _thread_type(container.streams[0].codec_context) == ThreadType.AUTO
 
 
 def test_the_decoder_threads_are_set_before_it_opens_and_it_decodes_every_frame(tmp_path, monkeypatch):
     """PyAV refuses thread settings once the codec is open (av/codec/context.py `thread_type` setter: "Cannot change
-    thread_type after codec is open"): vsr sets them before the first decode, and the whole clip decodes."""
+    thread_type after codec is open", PyAV 17.1 to 19): vsr sets them before the first decode, and the whole clip
+    decodes (here PyAV's real context: no device on it, so frame threads)."""
     src = make_clip(tmp_path / "in.mkv", audio=None)
     _attached(monkeypatch)
     said: list[str] = []
     reader = VideoReader(src, warn=said.append, hwaccel="cuda")
     try:
         assert reader.video.codec_context.is_open
-        assert ThreadType(reader.video.codec_context.thread_type) == ThreadType.SLICE
+        assert _thread_type(reader.video.codec_context) == ThreadType.AUTO
         assert len([p for p in reader.read() if hasattr(p, "planes")]) == len(VFR_MS)
     finally:
         reader.close()

@@ -217,7 +217,9 @@ class InputStreams:
             self.close()
             raise
         self.video = videos[0]
-        self.video.thread_type = decoder_threads(live, self._hw_attached)
+        # `is_hwaccel`: PyAV attached the device to this decoder (it has a config for the type; set when the
+        # container opened: av/video/codeccontext.py `_init`); a decoder without one (FFV1) decodes on the CPU.
+        self.video.thread_type = decoder_threads(live, self._hw_attached and self.video.codec_context.is_hwaccel)
         self.video.thread_count = 0  # FFmpeg's automatic count (PyAV's default too)
         self.passthrough = [s for s in c.streams if s.type in ("audio", "subtitle", "data")]
         self.attachments = [s for s in c.streams if s.type == "attachment"]
