@@ -189,6 +189,25 @@ def test_a_device_type_this_ffmpeg_build_lacks_falls_back_to_the_cpu_with_one_li
         VideoReader(src, hwaccel="nvdec")
 
 
+@pytest.mark.skipif(source.AV_MAJOR < 18, reason="PyAV before 18 decodes on the CPU before any device is asked for")
+@pytest.mark.parametrize("index", [None, 0, 1])
+def test_the_nvdec_device_index_reaches_pyav(tmp_path, monkeypatch, index):
+    """`hwaccel_device=N` becomes HWAccel(device="N"), which PyAV hands to av_hwdevice_ctx_create as the CUDA device
+    (av/codec/hwaccel.py: `device_id = int(device)` for cuda); None leaves FFmpeg's default (GPU 0)."""
+    src = make_clip(tmp_path / "in.mkv", audio=None)
+    seen = []
+    real = source._open_input_with
+
+    def capture(src, fmt, extra, raw_errors=False, stdin=None):
+        seen.append(extra.get("hwaccel"))
+        return real(src, fmt, {}, raw_errors, stdin)
+
+    monkeypatch.setattr(source, "_open_input_with", capture)
+    container, attached = source._open_input(str(src), None, "cuda", device=index)
+    container.close()
+    assert attached and len(seen) == 1 and seen[0].device_id == (index or 0)
+
+
 # ---------------------------------------------------------------- NVENC
 
 
