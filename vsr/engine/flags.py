@@ -9,12 +9,16 @@ Contract:
   the last one out puts them back; a lock orders them, so no thread puts back another's settings.
 - The flags live in `at::globalContext()`, one set per process, not per thread: while a scope is open every thread's
   cuDNN convolutions run under them (vsr runs none outside the scopes at those times).
-- TF32 is the per-operator setting where torch has one (`torch.backends.cudnn.conv.fp32_precision`, torch 2.9 and
-  newer: what cuDNN convolutions read, `allowTF32CuDNN(Float32Op::CONV)` in aten/src/ATen/native/Convolution.cpp),
-  else the legacy `torch.backends.cudnn.allow_tf32` (2.4 to 2.8). The legacy flag is never read on 2.9+: reading it
-  raises there once conv and RNN were set apart (aten/src/ATen/Context.cpp, `Context::allowTF32CuDNN` without an
-  operator). The per-operator getter resolves "none" through its parents (cuda, then generic:
-  `Context::float32Precision`), so a restore writes back the value in effect, not necessarily the word stored.
+- TF32 is the per-operator setting where torch has one (`torch.backends.cudnn.conv.fp32_precision`, found by
+  attribute, not by version: the new TF32 API of torch 2.9, whose Python attribute came with the convolutions'
+  per-operator query, `allowTF32CuDNN(Float32Op::CONV)` in aten/src/ATen/native/Convolution.cpp; "conv" as a
+  string in its first form), else the legacy `torch.backends.cudnn.allow_tf32` (torch 2.4 to 2.8). The legacy flag
+  is never touched where the new one exists: its getter raises once conv and RNN were set apart
+  (aten/src/ATen/Context.cpp, `Context::allowTF32CuDNN` without an operator), its setter warns there (the first
+  form's `warn_deprecated_fp32_precision_api`) and writes "none", which defers to the cuda and generic settings
+  and is TF32 again if a user set either to "tf32". The per-operator getter resolves "none" through those parents
+  (`Context::float32Precision`), so a restore writes back the value in effect; one in effect already is left as
+  stored.
 """
 
 from __future__ import annotations
