@@ -163,7 +163,7 @@ def test_tf32_through_the_legacy_flag_before_torch_2_9(saved_flags, monkeypatch)
     assert torch.backends.cudnn.allow_tf32 is True
 
 
-@pytest.mark.skipif(flags._conv_precision() is None, reason="torch before 2.9 has no per-operator TF32 setting")
+@pytest.mark.skipif(not hasattr(torch.backends.cudnn, "conv"), reason="torch before 2.9 has no per-operator TF32 setting")
 def test_tf32_through_the_per_operator_setting(saved_flags):
     """torch 2.9+: the conv setting only, never the legacy getter (it raises once conv and RNN differ)."""
     torch.backends.cudnn.allow_tf32 = True
