@@ -1,4 +1,4 @@
-"""Run code that names a CUDA device on the CPU: `cuda_on_cpu(monkeypatch)`.
+"""Run code that names a CUDA device on the CPU: the `cuda_on_cpu` fixture (import it, then name it in a test).
 
 torch reports one GPU ("Fake GPU", cuda:0), `torch.cuda.device(...)` is a no-op context, and every `Tensor.to`,
 `Module.to` and `torch.zeros` given a CUDA device puts the tensor on the CPU instead. Code then takes its CUDA
