@@ -78,6 +78,8 @@ import numpy as np
 import torch
 
 from vsr.bench.naive import naive_upscale
+from vsr.engine import flags
+from vsr.engine.base import cuda_flags
 from vsr.engine.chain import BACKENDS, make_upscaler
 from vsr.engine.precision import cpu_bf16, recorded_delta
 from vsr.errors import BackendError, InputError, OutputError, UsageError, WeightsError, install_hint
@@ -312,7 +314,7 @@ def measure_peak(device: torch.device, min_repeats: int = 5, min_time_s: float =
     peak: dict = {}
     dtypes = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
     for precision in ("fp16", "fp32") if device.type == "cuda" else ("fp32", "bf16") if cpu_bf16()["native"] else ("fp32",):
-        tf32 = False  # vsr's fp32 upscalers turn cuDNN's TF32 off (vsr.engine.base.Upscaler), so their peak is IEEE fp32
+        tf32 = False  # vsr's upscalers run fp32 convolutions without TF32 (vsr.engine.base.cuda_flags): IEEE fp32 peak
         saved = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
         try:
@@ -415,6 +417,7 @@ def device_info(device: torch.device) -> dict:
         "gpu": None,
     }
     if device.type == "cuda":
+        run = cuda_flags(flags.current())
         props = torch.cuda.get_device_properties(device)
         info["name"] = props.name
         info["cuda"] = torch.version.cuda
@@ -424,8 +427,9 @@ def device_info(device: torch.device) -> dict:
             "memory_gib": round(props.total_memory / 2**30, 1),
             "capability": f"{props.major}.{props.minor}",
             "multiprocessors": props.multi_processor_count,
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+            # what an upscaler's call runs under (set for the call only: vsr.engine.base.cuda_flags)
+            "cudnn_benchmark": run.benchmark if run.benchmark is not None else torch.backends.cudnn.benchmark,
+            "cudnn_tf32": run.tf32,
         }
     return info
 

@@ -11,6 +11,10 @@ of 360). For compiled backends (`uniform_tiles`) the few smaller edge windows ar
 the common window shape (replicate; the extra output is discarded), so they see one shape
 per frame size.
 
+Process-wide state: building an upscaler changes none. On CUDA each call runs with the upscaler's GPU as the
+current device and under `cuda_flags` (fp32 convolutions without TF32, cuDNN's algorithm search on unless the caller
+asked for determinism), set for the call and put back after it (`vsr.engine.flags`).
+
 Backends (attribute `backend`):
 - `eager` (here): plain PyTorch, CPU or CUDA; fp16 or fp32 on CUDA; on the CPU fp32, bf16 or a per-layer mix of
   the two (`vsr.engine.precision`), every convolution through oneDNN in channels_last (`vsr.engine.onednn`).
@@ -27,6 +31,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from vsr.engine import flags
 from vsr.engine import precision as policy
 from vsr.engine.onednn import _ONEDNN, _onednn_forward, _taps
 from vsr.engine.tilepool import tile_pool
@@ -54,6 +59,20 @@ def pick_device(name: str = "auto") -> torch.device:
         elif device.index >= count:
             raise BackendError(f"there is no GPU {name}: this machine has {count} (cuda:0 to cuda:{count - 1})")
     return device
+
+
+def cuda_flags(found: flags.Flags) -> flags.Flags:
+    """The cuDNN flags an upscaler's call runs under on CUDA, given those it finds (`vsr.engine.flags.shared` sets
+    them for the call and puts back the caller's after it: nothing outside the call changes, e.g. the training
+    loop that evaluates between epochs).
+    - TF32 off: fp32 means fp32 (cuDNN runs fp32 convolutions in TF32, a 10-bit mantissa, on Ampere and newer by
+      default); fp16 convolutions do not read the flag.
+    - Algorithm search by timing (`benchmark`) on: frame shapes are fixed for a whole video, so cuDNN times its
+      algorithms once per shape and keeps the fastest (off, it picks by heuristics, often not the fastest). Left as
+      found when the caller asked for deterministic cuDNN or deterministic algorithms: timing can pick a different
+      algorithm, so different bits, from one run to the next."""
+    deterministic = found.deterministic or torch.are_deterministic_algorithms_enabled()
+    return flags.Flags(benchmark=None if deterministic else True, tf32=False)
 
 
 def default_tile(device: torch.device) -> int:
@@ -127,15 +146,6 @@ class Upscaler:
         self.taps = _taps(self.model.conv3) if self.onednn else None
         self.config = model.config
         self.tile = tile
-        if self.device.type == "cuda":
-            # Frame shapes are fixed for a whole video, so let cuDNN time its convolution algorithms once per
-            # shape and keep the fastest (off by default: then it picks by heuristics, often not the fastest).
-            torch.backends.cudnn.benchmark = True
-            if self.precision == "fp32":
-                # fp32 means fp32: cuDNN runs fp32 convolutions in TF32 (10-bit mantissa) on Ampere and newer by
-                # default. The legacy flag exists in every torch vsr allows; from torch 2.9 it sets the new
-                # per-op setting to "none", which resolves to IEEE (aten/src/ATen/Context.cpp, setAllowTF32CuDNN).
-                torch.backends.cudnn.allow_tf32 = False
 
     def _run_valid(self, window: torch.Tensor) -> torch.Tensor:
         """Valid convolutions on an already padded window (output smaller by 2*border), float32 out."""
@@ -164,11 +174,11 @@ class Upscaler:
             ) from None
 
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
-        """Upscale (see the module contract). On CUDA, with this upscaler's GPU as the current device: TensorRT
+        """Upscale (see the module contract). On CUDA, with this upscaler's GPU as the current device (TensorRT
         and Inductor allocate their outputs on the current device, so cuda:N called from a thread whose current
-        device is cuda:0 would write across GPUs."""
+        device is cuda:0 would write across GPUs) and under `cuda_flags` for the call only."""
         if self.device.type == "cuda":
-            with torch.cuda.device(self.device):
+            with torch.cuda.device(self.device), flags.shared(cuda_flags):
                 return self._call(y)
         return self._call(y)
 

@@ -20,8 +20,13 @@ Contract:
 - A stop signal (Ctrl-C, SIGTERM: `vsr.signals`) never splits an epoch's three writes: checkpoint,
   weights and log line are written together (each file atomically), so `resume` continues from the
   last finished epoch with a log that matches it.
-- Deterministic for a seed on a given device and library version. No CLI code here:
-  progress goes to the `report` callback as dicts.
+- Deterministic for a seed on a given device and library version. On CUDA every epoch runs under the same
+  cuDNN flags (`TRAIN_FLAGS`, set for the run and put back when `train` returns): deterministic algorithms only,
+  no algorithm search by timing (it may pick another algorithm, so other bits, from run to run), and fp32
+  convolutions in IEEE fp32, not TF32 (the CPU's arithmetic, and what `--precision fp32` means elsewhere in vsr;
+  `bf16` is the fast choice). The evaluation after each epoch changes none of them (`vsr.engine.base.cuda_flags`
+  leaves the search off under deterministic cuDNN and restores what it finds), so epoch 1, later epochs and a
+  resumed run train alike. No CLI code here: progress goes to the `report` callback as dicts.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ import math
 import platform
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from vsr.engine import flags
 from vsr.engine.base import Upscaler, pick_device
 from vsr.engine.ensemble import dihedral
 from vsr.errors import UsageError, VsrError
@@ -50,6 +57,7 @@ from vsr.train.evaluate import evaluate, load_ground_truth
 
 RECIPES = ("adam", "paper")
 PRECISIONS = ("fp32", "bf16")
+TRAIN_FLAGS = flags.Flags(benchmark=False, deterministic=True, tf32=False)  # cuDNN on CUDA (see the contract)
 
 
 @dataclass
@@ -270,59 +278,60 @@ def train(cfg: TrainConfig, resume: bool = False, report: Callable[[dict], None]
             "device": hardware_name(device),
         }
     )
-    for epoch in range(state["epoch"], cfg.epochs):
-        t0 = time.perf_counter()
-        factor = _lr_factor(cfg, epoch)
-        base = cfg.base_lr()
-        for group, lr in zip(opt.param_groups, (base, base * 0.1), strict=True):
-            group["lr"] = lr * factor
-        model.train()
-        perm = torch.randperm(n, generator=gen).to(device)
-        total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
-        for step in range(steps):
-            idx = perm[step * batch : (step + 1) * batch]
-            x, y = inputs[idx], labels[idx]
-            if cfg.recipe == "adam":
-                x, y = _augment(x, y, int(torch.randint(8, (1,), generator=gen)))
-            if bf16:
-                x = x.contiguous(memory_format=torch.channels_last)
-            loss = F.mse_loss(_forward_valid(model, x, bf16), y[:, :, border:-border, border:-border])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            check_stop()  # a stop signal some callback swallowed (vsr.signals)
-            total += loss.detach() * idx.numel()
-            report({"event": "step", "epoch": epoch + 1, "step": step + 1, "steps": steps})
-        epoch_s = round(time.perf_counter() - t0, 2)
-        record = {"epoch": epoch + 1, "loss": total.item() / n, "lr": base * factor, "epoch_s": epoch_s}
-        model.eval()
-        if eval_images is not None:
-            res = evaluate(eval_images, cfg.scale, Upscaler(model, device), eval_name)
-            record["eval_psnr"] = round(res.mean("model_psnr"), 4)
-            record["bicubic_psnr"] = round(res.mean("bicubic_psnr"), 4)
-            model.to(device)
-        with deferred():  # the epoch's checkpoint, weights and log line are written together or not at all
-            state["elapsed_s"] += time.perf_counter() - t0
-            state["epoch"] = epoch + 1
-            state["history"].append(record)
-            _save_checkpoint(ckpt_path, model, opt, gen, state)
-            meta = {
-                "recipe": cfg.recipe,
-                "precision": cfg.precision,
-                "scale_aug": cfg.scale_aug,
-                "epochs": epoch + 1,
-                "train_s": round(state["elapsed_s"], 1),
-                "data": cfg.data,
-                "scale": cfg.scale,
-                "seed": cfg.seed,
-                "hardware": hardware_name(device),
-                "torch": torch.__version__,
-                "eval": {eval_name: record.get("eval_psnr")} if eval_name else {},
-            }
-            save_weights(model, weights_path, meta)
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-        report({"event": "epoch", "eval_data": eval_name, **record})
+    with flags.scoped(TRAIN_FLAGS) if device.type == "cuda" else nullcontext():  # every epoch alike (contract)
+        for epoch in range(state["epoch"], cfg.epochs):
+            t0 = time.perf_counter()
+            factor = _lr_factor(cfg, epoch)
+            base = cfg.base_lr()
+            for group, lr in zip(opt.param_groups, (base, base * 0.1), strict=True):
+                group["lr"] = lr * factor
+            model.train()
+            perm = torch.randperm(n, generator=gen).to(device)
+            total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
+            for step in range(steps):
+                idx = perm[step * batch : (step + 1) * batch]
+                x, y = inputs[idx], labels[idx]
+                if cfg.recipe == "adam":
+                    x, y = _augment(x, y, int(torch.randint(8, (1,), generator=gen)))
+                if bf16:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                loss = F.mse_loss(_forward_valid(model, x, bf16), y[:, :, border:-border, border:-border])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                check_stop()  # a stop signal some callback swallowed (vsr.signals)
+                total += loss.detach() * idx.numel()
+                report({"event": "step", "epoch": epoch + 1, "step": step + 1, "steps": steps})
+            epoch_s = round(time.perf_counter() - t0, 2)
+            record = {"epoch": epoch + 1, "loss": total.item() / n, "lr": base * factor, "epoch_s": epoch_s}
+            model.eval()
+            if eval_images is not None:
+                res = evaluate(eval_images, cfg.scale, Upscaler(model, device), eval_name)
+                record["eval_psnr"] = round(res.mean("model_psnr"), 4)
+                record["bicubic_psnr"] = round(res.mean("bicubic_psnr"), 4)
+                model.to(device)
+            with deferred():  # the epoch's checkpoint, weights and log line are written together or not at all
+                state["elapsed_s"] += time.perf_counter() - t0
+                state["epoch"] = epoch + 1
+                state["history"].append(record)
+                _save_checkpoint(ckpt_path, model, opt, gen, state)
+                meta = {
+                    "recipe": cfg.recipe,
+                    "precision": cfg.precision,
+                    "scale_aug": cfg.scale_aug,
+                    "epochs": epoch + 1,
+                    "train_s": round(state["elapsed_s"], 1),
+                    "data": cfg.data,
+                    "scale": cfg.scale,
+                    "seed": cfg.seed,
+                    "hardware": hardware_name(device),
+                    "torch": torch.__version__,
+                    "eval": {eval_name: record.get("eval_psnr")} if eval_name else {},
+                }
+                save_weights(model, weights_path, meta)
+                with open(out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            report({"event": "epoch", "eval_data": eval_name, **record})
     return weights_path
 
 
