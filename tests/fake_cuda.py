@@ -156,6 +156,11 @@ class DeviceTensor(torch.Tensor):
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         return cls.fake._torch_call(cls, func, types, args, kwargs or {})
 
+    def record_stream(self, stream) -> None:  # torch's own refuses a simulated stream before __torch_function__
+        if not hasattr(self, "_fake_uses"):
+            self._fake_uses = set()
+        self._fake_uses.add(stream)
+
 
 def _tensors(value):
     if isinstance(value, torch.Tensor):
@@ -320,9 +325,6 @@ class FakeCuda:
         name = getattr(func, "__name__", "")
         if name in _HOST_READS:
             self.errors.append(f"Tensor.{name} of a device tensor: the host waits for the GPU mid-frame")
-        if name == "record_stream":
-            args[0]._fake_uses.add(args[1])
-            return None
         if name == "copy_":
             dst, src = args[0], args[1]
             if id(dst) in self._host or id(src) in self._host:

@@ -313,16 +313,19 @@ def test_pipeline_sticky_cuda_error_is_one_line_not_the_drains_traceback(tmp_pat
 def test_the_real_runtime_makes_the_calls_the_fake_stands_for(monkeypatch):
     """CudaRuntime (what runs on a GPU) against recording stand-ins for torch.cuda: the fake's semantics above
     are only worth something if each real method is the CUDA call the fake models."""
-    from vsr.engine.gpu import CudaRuntime
+    from vsr.engine.gpu import STREAM_PRIORITY, CudaRuntime
 
     calls: list = []
 
     class Stream:
         def __init__(self, device=None, priority=0):
-            calls.append(("Stream", device))
+            calls.append(("Stream", device, priority))
 
         def wait_event(self, event):
             calls.append(("wait_event", event))
+
+        def wait_stream(self, stream):
+            calls.append(("wait_stream", stream))
 
         def synchronize(self):
             calls.append(("stream.synchronize",))
@@ -359,9 +362,12 @@ def test_the_real_runtime_makes_the_calls_the_fake_stands_for(monkeypatch):
     monkeypatch.setattr(torch.cuda, "Stream", Stream)
     monkeypatch.setattr(torch.cuda, "Event", Event)
     monkeypatch.setattr(torch.cuda, "stream", StreamContext)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: ("current", device))
     rt = CudaRuntime(torch.device("cuda", 1))
     s, e = rt.stream(), rt.event()
-    assert calls[-1] == ("Stream", torch.device("cuda", 1)) and e.blocking
+    assert calls[-1] == ("Stream", torch.device("cuda", 1), STREAM_PRIORITY) and e.blocking
+    rt.follow_current(s)
+    assert calls.pop() == ("wait_stream", ("current", torch.device("cuda", 1)))
     dst = torch.zeros(3).as_subclass(Tensor)
     rt.copy(dst, torch.ones(3), s)
     assert copies == [(s, True)] and dst.sum().item() == 3  # queued on the given stream, asynchronously
