@@ -26,6 +26,8 @@ CUDA's and torch's rules the fake enforces (each one a failure in `errors`, not 
   (`cuda:N`, never a bare "cuda", which is whatever device the calling thread has current).
 - Host hazards: no host buffer is rewritten (`write`) while a copy from it may run, read (`read`) before the copy
   into it has finished, or downloaded into again before the host read its previous contents.
+- Device hazards: no two operations (copies, kernels) use one device buffer at the same time: a kernel reading an
+  upload still running, or a download of a kernel's output still being written, is a missing event wait.
 - The caching allocator (torch/_tensor_docs.py, `record_stream`: "The caching allocator is aware of only the
   stream where a tensor was allocated"): a block freed on a stream is handed to the next allocation on that
   stream at once, while work queued there may still use it; safe on that stream, not on others. So a device
@@ -193,6 +195,7 @@ class FakeCuda:
     sticky: str | None = None
     _host: dict[int, torch.Tensor] = field(default_factory=dict)
     _device: dict[int, tuple] = field(default_factory=dict)  # id -> (tensor, stream allocated on, ready_at)
+    _last_use: dict[int, Op] = field(default_factory=dict)  # device buffer id -> the op using it that ends last
     _unread: set[int] = field(default_factory=set)
     _touched: list | None = None
 
@@ -306,6 +309,14 @@ class FakeCuda:
         """The caching allocator's rule for device tensor `t` used by `op` on `stream` (see the module docstring)."""
         if id(t) in self._device:
             _, alloc, ready_at = self._device[id(t)]
+            last = self._last_use.get(id(t))
+            if last is not None and last is not op and op.start < last.end:
+                self.errors.append(
+                    f"a device buffer used by a {op.kind} on {op.stream} from {op.start:.3f} while a {last.kind} on "
+                    f"{last.stream} uses it until {last.end:.3f} (a missing event wait)"
+                )
+            if last is None or op.end > last.end:
+                self._last_use[id(t)] = op
             if stream is not alloc and op.start < ready_at:
                 self.errors.append(
                     f"a device buffer allocated on {alloc.name}, whose block work queued there may use until "

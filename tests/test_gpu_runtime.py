@@ -206,3 +206,15 @@ def test_the_fake_makes_the_runtime_read_a_copy_of_the_pinned_buffer():
     got = fake.read(host)
     fake.write(host, np.zeros(3, np.uint8))
     assert got.tolist() == [0, 1, 2]  # CudaRuntime.read: a copy, not a view the next download overwrites
+
+
+def test_the_fake_catches_a_kernel_reading_an_upload_still_running(monkeypatch):
+    """Without the compute stream's wait on the upload's event the model would read half-copied planes."""
+    real = FakeCuda.wait
+    monkeypatch.setattr(
+        FakeCuda, "wait", lambda self, stream, event: None if stream is gpu.compute_stream else real(self, stream, event)
+    )
+    fake = FakeCuda(durations=ONE_S, device=GPU)
+    gpu = _gpu(fake)
+    gpu.result(gpu.submit(_planes()))
+    assert any("a missing event wait" in e and "kernel" in e for e in fake.errors), fake.errors
