@@ -61,6 +61,7 @@ def test_host_buffers_are_pinned_and_device_buffers_and_streams_are_on_the_runti
         ("device_buffer", "return torch.empty(shape, dtype=dtype, device='cuda')", "names 'cuda'"),
         ("stream", "return torch.cuda.Stream(torch.device('cuda', 0), priority=-1)", "names device(type='cuda', index=0)"),
     ],
+    ids=["unpinned", "bare-cuda", "other-gpu"],
 )
 def test_the_fake_refuses_unpinned_host_buffers_and_other_gpus(monkeypatch, method, body, said):
     namespace: dict = {"torch": torch}
