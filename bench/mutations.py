@@ -127,7 +127,7 @@ MUTATIONS: list[Mutation] = [
         GPU_PY,
         "return torch.cuda.Stream(self.device, priority=STREAM_PRIORITY)",
         "return torch.cuda.Stream(self.device)",
-        (R + "test_many_gpuframes_never_get_a_tensorrt_engines_stream[False]",),
+        (R + "test_many_gpuframes_never_get_a_tensorrt_engines_stream[one-engine]",),
     ),
     Mutation(
         "a failed drain raises the CUDA error itself (defect 3 reverted in drain)",
