@@ -43,13 +43,14 @@ Contract:
   `getStreamFromPool(false, ...)` when its stream is still the default one; the caller's stream only waits for
   it, lines 299-300 and 330-331; the Python runtime likewise takes `torch.cuda.Stream()`,
   dynamo/runtime/_PythonTorchTensorRTModule.py v2.8.0 line 518); 2.4 runs on the caller's current stream
-  (v2.4.0 line 208), 2.13 and 2.14 on the caller's stream unless that is the default stream (v2.13.0 lines
-  265-276). Drawn from the same pool, after ten or so `GpuFrames` in one process (a folder of videos, `vsr
+  (v2.4.0 line 208), 2.13 (and the 2.14 branch) on the caller's stream unless that is the default stream
+  (v2.13.0 lines 265-276). Drawn from the same pool, after ten or so `GpuFrames` in one process (a folder of videos, `vsr
   bench`) one of these streams would be the engine's, and downloads or uploads would queue behind the model.
   So the streams come from the priority -1 level (`STREAM_PRIORITY`), which torch-tensorrt never draws from
   (`getStreamFromPool(false)` and `torch.cuda.Stream()` are priority 0; c10/cuda/CUDAStream.cpp
   `getStreamFromPool`: one pool per level, `-priority` clamped to the levels the GPU has, at least two:
-  CUDAStream.h `priority_range` asserts a greatest priority <= -1). The priority itself changes no schedule
+  CUDAStream.h `priority_range` asserts a greatest priority <= -1; so since torch 2.1, pytorch PR 101956, and
+  before it a low (0) and a high (-1) pool). The priority itself changes no schedule
   here: it orders kernels competing for the SMs, and the compute stream and TensorRT's stream each wait for
   the other (copies run on copy engines, where stream priority does not apply).
 - All CUDA calls go through a `CudaRuntime` (the real one, by default); a test passes a recording fake.
