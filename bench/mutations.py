@@ -305,10 +305,10 @@ def check_snippets(mutations: list[Mutation]) -> list[str]:
     problems = []
     for m in mutations:
         path = ROOT / m.path
-        count = path.read_text().count(m.old) if path.is_file() else -1
-        if count != 1:
-            where = "no such file" if count < 0 else f"found {count} times"
-            problems.append(f"{m.name}: {m.path}: the text to replace is {where}: {m.old!r}")
+        if not path.is_file():
+            problems.append(f"{m.name}: {m.path}: no such file")
+        elif (count := path.read_text().count(m.old)) != 1:
+            problems.append(f"{m.name}: {m.path}: the text to replace is found {count} times, not once: {m.old!r}")
     return problems
 
 
