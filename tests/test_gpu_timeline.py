@@ -3,6 +3,8 @@
 What it submits (copies, kernels, event records and waits, per stream) is scheduled on three engines (H2D
 copy, compute, D2H copy) with given durations; the steady-state time per frame must be max(upload, compute,
 download), not their sum. The data moves for real on the CPU, so the planes must also equal the CPU path's.
+The fake runs `CudaRuntime`'s own methods and checks what they ask torch for (pinned host buffers, buffers and
+streams on the runtime's GPU, the caching allocator's per-stream reuse, no host round trip mid-frame).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def _run(durations: dict[str, float], dtype=np.uint8, peak=255, alpha=False):
         "h2d": sum(h * w for h, w in in_shapes) * itemsize,
         "d2h": sum(h * w for h, w in out_shapes) * itemsize,
     }
-    fake = FakeCuda(durations=durations, frame_bytes=frame_bytes, host_s=0.001)
+    fake = FakeCuda(durations=durations, frame_bytes=frame_bytes, host_s=0.001, device=torch.device("cuda", 1))
+    fake.queue_default(5.0)  # the weight casts and the warm-up, on the default stream, may still run
     torch.manual_seed(0)
     model = SRCNN(SRCNNConfig.from_arch("9-1-5"))
     upscaler = _OnComputeStream(Upscaler(model, "cpu"), fake)
@@ -155,21 +158,48 @@ def test_the_fake_catches_a_slot_reused_too_early():
 
 # ---------------------------------------------------------------- the pipeline's GPU loop on the simulated GPU
 
+GPU = torch.device("cuda", 1)  # not the default device: what names no index lands elsewhere
 
-def _simulated_gpu(monkeypatch, made: list, seconds: float = 0.0):
-    """Route `vsr.pipeline.video`'s CUDA branch to GpuFrames on a FakeCuda (each engine `seconds` per frame)."""
-    from vsr.pipeline import video as pipeline
+
+class _OnGpu:
+    """A CPU upscaler that says it runs on cuda:1, so the pipeline takes its CUDA branch (on a simulated GPU)."""
+
+    def __init__(self, inner, call=None):
+        self.inner, self.device = inner, GPU
+        self.call = call or inner
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return self.call(y)
+
+
+def _simulated_gpu(monkeypatch, made: list, seconds: float = 0.0) -> list:
+    """Run `vsr.pipeline`'s CUDA branch on a FakeCuda (each engine `seconds` per frame, after 2 s of warm-up still
+    queued on the default stream): `vsr.engine.gpu.CudaRuntime` is replaced, the stage's own `_gpu_frames` runs.
+    Returns the (thread name, device) of each `torch.cuda.set_device` call."""
+    import threading
+
+    import vsr.engine.gpu
+    from vsr.pipeline.gpu_stage import GpuStage
+
+    set_devices: list = []
+
+    def runtime(device):
+        made.append(FakeCuda(durations={"h2d": seconds, "kernel": seconds, "d2h": seconds}, device=device))
+        made[-1].queue_default(2.0)
+        return made[-1]
+
+    real = GpuStage._gpu_frames
 
     def gpu_frames(run, first):
-        in_shapes = tuple(p.shape for p in first.planes)
-        per_frame = {"h2d": seconds, "kernel": seconds, "d2h": seconds}
-        fake = FakeCuda(durations=per_frame, frame_bytes={"h2d": 1, "d2h": 1})
-        gpu = GpuFrames(run.upscaler, run.scale, run.peak, in_shapes, run.shapes, first.planes[0].dtype, runtime=fake)
-        made.append((fake, gpu))
+        gpu = real(run, first)
+        itemsize = first.planes[0].dtype.itemsize  # copies take their share of a frame's time, by bytes
+        gpu.rt.frame_bytes = {"h2d": sum(p.nbytes for p in first.planes), "d2h": sum(h * w for h, w in run.shapes) * itemsize}
         return gpu
 
-    monkeypatch.setattr(pipeline._Run, "_uses_gpu", lambda run: True)
-    monkeypatch.setattr(pipeline._Run, "_gpu_frames", gpu_frames)
+    monkeypatch.setattr(vsr.engine.gpu, "CudaRuntime", runtime)
+    monkeypatch.setattr(GpuStage, "_gpu_frames", gpu_frames)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: set_devices.append((threading.current_thread().name, device)))
+    return set_devices
 
 
 @pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p10le", "yuva420p", "yuv444p16le"])
@@ -182,10 +212,11 @@ def test_pipeline_gpu_loop_gives_the_cpu_output(tmp_path, monkeypatch, pix_fmt):
     cpu = tmp_path / "cpu.mkv"
     upscale_video(src, cpu, 2, tiny_upscaler(), codec="ffv1")
     made: list = []
-    _simulated_gpu(monkeypatch, made)
+    set_devices = _simulated_gpu(monkeypatch, made, seconds=0.5)
     gpu = tmp_path / "gpu.mkv"
-    summary = upscale_video(src, gpu, 2, tiny_upscaler(), codec="ffv1")
-    assert len(made) == 1 and not made[0][0].errors, made[0][0].errors
+    summary = upscale_video(src, gpu, 2, _OnGpu(tiny_upscaler()), codec="ffv1")
+    assert len(made) == 1 and not made[0].errors, made[0].errors
+    assert set_devices == [("vsr-sr", GPU)]  # the SR thread's current device, before any stream or buffer is made
     assert summary.frames == len(VFR_MS)
     a, b = frames_of(cpu), frames_of(gpu)
     assert [f.pts for f in a] == [f.pts for f in b]
@@ -195,46 +226,106 @@ def test_pipeline_gpu_loop_gives_the_cpu_output(tmp_path, monkeypatch, pix_fmt):
     assert packets_of(gpu, "audio") == packets_of(src, "audio")
 
 
+def test_pipeline_keeps_every_slot_in_flight(tmp_path, monkeypatch):
+    """Each engine takes 1 s a frame: with all three slots in flight a frame leaves every 1 s, with one every 3 s."""
+    from vsr.pipeline.video import upscale_video
+
+    from .test_video import make_clip, tiny_upscaler
+
+    src = make_clip(tmp_path / "in.mkv", pts=list(range(0, 24 * 40, 40)), audio=None)
+    made: list = []
+    _simulated_gpu(monkeypatch, made, seconds=1.0)
+    upscale_video(src, tmp_path / "out.mkv", 2, _OnGpu(tiny_upscaler()), codec="ffv1")
+    fake = made[0]
+    assert not fake.errors, fake.errors
+    assert len(fake.synced_at) == 24
+    per_frame = (fake.synced_at[-1] - fake.synced_at[-11]) / 10
+    assert 0.999 <= per_frame <= 1.05, f"{per_frame:.3f} s per frame; each engine takes 1 s"
+
+
+BACKEND_FAILED = "the tensorrt backend failed on a frame (AcceleratorError: CUDA error: an illegal memory access)"
+
+
+def _failing(at: int, how: str, made: list):
+    """An upscaler whose `at`-th call fails like a CUDA kernel: "raises" (an error, not sticky), "sticky" (an error
+    every later CUDA call repeats), "later" (a sticky fault the model's own call does not report: the next CUDA
+    call does, as with a kernel's illegal address), "backend" (a sticky fault the upscaler reports in words of
+    its own, as `vsr.engine.chain` does when no backend is left)."""
+    from .test_video import tiny_upscaler
+
+    inner, calls = tiny_upscaler(), []
+
+    def call(y):
+        calls.append(1)
+        if len(calls) == at:
+            if how == "raises":
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            error = made[-1].fault("CUDA error: an illegal memory access was encountered")
+            if how == "sticky":
+                raise error
+            if how == "backend":
+                raise BackendError(BACKEND_FAILED)
+        return inner(y)
+
+    return _OnGpu(inner, call)
+
+
 @pytest.mark.parametrize("fail_at", [1, 5])
 def test_pipeline_gpu_loop_failure_drains_and_leaves_nothing(tmp_path, monkeypatch, fail_at):
     from vsr.pipeline.video import upscale_video
 
-    from .test_video import make_clip, names, tiny_upscaler
+    from .test_video import make_clip, names
 
     src = make_clip(tmp_path / "in.mkv", audio=None)
-    inner, calls = tiny_upscaler(), []
-
-    def failing(y):
-        calls.append(1)
-        if len(calls) == fail_at:
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return inner(y)
-
-    failing.device = inner.device
     made: list = []
     _simulated_gpu(monkeypatch, made, seconds=1.0)  # copies are in flight when the model fails
     with pytest.raises(BackendError, match=r"^the GPU failed \(RuntimeError: CUDA error: an illegal memory access"):
-        upscale_video(src, tmp_path / "out.mkv", 2, failing)
-    fake, gpu = made[0]
+        upscale_video(src, tmp_path / "out.mkv", 2, _failing(fail_at, "raises", made))
+    fake = made[0]
     assert fake.idle(), "buffers were let go while the GPU still used them"
-    assert not any(slot.busy for slot in gpu.slots)
     assert not fake.errors, fake.errors
+    assert names(tmp_path) == {"in.mkv"}
+
+
+@pytest.mark.parametrize("how", ["sticky", "later", "backend"])
+@pytest.mark.parametrize("fail_at", [1, 5])
+def test_pipeline_sticky_cuda_error_is_one_line_not_the_drains_traceback(tmp_path, monkeypatch, fail_at, how):
+    """A sticky error makes the drain's waits fail too; the error reported stays the first one, as one line."""
+    from vsr.pipeline.video import upscale_video
+
+    from .test_video import make_clip, names
+
+    src = make_clip(tmp_path / "in.mkv", audio=None)
+    made: list = []
+    _simulated_gpu(monkeypatch, made, seconds=1.0)
+    with pytest.raises(BackendError) as error:
+        upscale_video(src, tmp_path / "out.mkv", 2, _failing(fail_at, how, made))
+    kind = "AcceleratorError" if hasattr(torch, "AcceleratorError") else "RuntimeError"
+    gpu_failed = (
+        f"the GPU failed ({kind}: CUDA error: an illegal memory access was encountered); try --backend eager, or --device cpu"
+    )
+    assert str(error.value) == (BACKEND_FAILED if how == "backend" else gpu_failed)
+    assert error.value.exit_code == 5
+    assert not made[0].errors, made[0].errors
     assert names(tmp_path) == {"in.mkv"}
 
 
 def test_the_real_runtime_makes_the_calls_the_fake_stands_for(monkeypatch):
     """CudaRuntime (what runs on a GPU) against recording stand-ins for torch.cuda: the fake's semantics above
     are only worth something if each real method is the CUDA call the fake models."""
-    from vsr.engine.gpu import CudaRuntime
+    from vsr.engine.gpu import STREAM_PRIORITY, CudaRuntime
 
     calls: list = []
 
     class Stream:
         def __init__(self, device=None, priority=0):
-            calls.append(("Stream", device))
+            calls.append(("Stream", device, priority))
 
         def wait_event(self, event):
             calls.append(("wait_event", event))
+
+        def wait_stream(self, stream):
+            calls.append(("wait_stream", stream))
 
         def synchronize(self):
             calls.append(("stream.synchronize",))
@@ -271,9 +362,12 @@ def test_the_real_runtime_makes_the_calls_the_fake_stands_for(monkeypatch):
     monkeypatch.setattr(torch.cuda, "Stream", Stream)
     monkeypatch.setattr(torch.cuda, "Event", Event)
     monkeypatch.setattr(torch.cuda, "stream", StreamContext)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: ("current", device))
     rt = CudaRuntime(torch.device("cuda", 1))
     s, e = rt.stream(), rt.event()
-    assert calls[-1] == ("Stream", torch.device("cuda", 1)) and e.blocking
+    assert calls[-1] == ("Stream", torch.device("cuda", 1), STREAM_PRIORITY) and e.blocking
+    rt.follow_current(s)
+    assert calls.pop() == ("wait_stream", ("current", torch.device("cuda", 1)))
     dst = torch.zeros(3).as_subclass(Tensor)
     rt.copy(dst, torch.ones(3), s)
     assert copies == [(s, True)] and dst.sum().item() == 3  # queued on the given stream, asynchronously

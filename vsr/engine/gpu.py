@@ -21,13 +21,38 @@ Contract:
 - No host slot is rewritten while a copy from it is in flight, and no device buffer is rewritten while a
   kernel or copy reads it: a slot is reused only after `result()` has waited for its download, which comes
   after its compute, which comes after its upload. Device buffers are persistent per slot, so the caching
-  allocator never hands a buffer in use on one stream to another while this object lives; `drain()` waits for
-  all three streams before it goes (after an error, too).
+  allocator never hands a buffer in use on one stream to another while this object lives, and nothing made on
+  the compute stream is copied on another (no `record_stream` needed).
+- Ordered after what came before: the device buffers are allocated on the thread's current stream (the default
+  stream), where the weight casts and the warm-up ran; the caching allocator hands a block freed there to a new
+  allocation at once, safe only for work on that same stream (torch/_tensor_docs.py, `record_stream`: "The
+  caching allocator is aware of only the stream where a tensor was allocated"). The constructor therefore makes
+  each of the three streams wait for everything queued so far on the current stream (`CudaRuntime.follow_current`:
+  `Stream.wait_stream`, which records an event there and waits for it, torch/cuda/streams.py `wait_stream`).
+- Errors: `drain()` waits for all three streams before the buffers go (after an error, too). A sticky CUDA error
+  (an illegal address, a device-side assert) fails every later call of the process the same way, the drain's
+  waits included: `drain(after_error=True)`, for a caller already reporting the first failure, drops such a
+  second report, so the user sees one line (`gpu_failure`), not the drain's traceback.
 - Waits sleep instead of spinning a CPU core (that core belongs to the decoder and the encoder): events are
   created with `blocking=True`, i.e. `cudaEventBlockingSync` (torch/csrc/cuda/Event.cpp, `THCPEvent_pynew`),
   so `Event.synchronize()` blocks the thread rather than polling.
-- Streams come from torch's per-device pool (round robin over 32): other pool users (none in vsr; TensorRT runs
-  on the caller's stream, here the compute stream) could share one, which costs overlap, never correctness.
+- Streams: `torch.cuda.Stream(device, priority)` does not create a stream; it takes the next of 32 per device
+  and priority level, round robin (c10/cuda/CUDAStream.h, "Stream pool note": the 33rd request returns the
+  first stream again). torch-tensorrt 2.5 to 2.12 run each engine on a stream of its own, taken from the
+  priority-0 pool at the engine's first call and kept (core/runtime/execute_engine.cpp, v2.8.0 lines 282-285:
+  `getStreamFromPool(false, ...)` when its stream is still the default one; the caller's stream only waits for
+  it, lines 299-300 and 330-331; the Python runtime likewise takes `torch.cuda.Stream()`,
+  dynamo/runtime/_PythonTorchTensorRTModule.py v2.8.0 line 518); 2.4 runs on the caller's current stream
+  (v2.4.0 line 208), 2.13 (and the 2.14 branch) on the caller's stream unless that is the default stream
+  (v2.13.0 lines 265-276). Drawn from the same pool, after ten or so `GpuFrames` in one process (a folder of videos, `vsr
+  bench`) one of these streams would be the engine's, and downloads or uploads would queue behind the model.
+  So the streams come from the priority -1 level (`STREAM_PRIORITY`), which torch-tensorrt never draws from
+  (`getStreamFromPool(false)` and `torch.cuda.Stream()` are priority 0; c10/cuda/CUDAStream.cpp
+  `getStreamFromPool`: one pool per level, `-priority` clamped to the levels the GPU has, at least two:
+  CUDAStream.h `priority_range` asserts a greatest priority <= -1; so since torch 2.1, pytorch PR 101956, and
+  before it a low (0) and a high (-1) pool). The priority itself changes no schedule
+  here: it orders kernels competing for the SMs, and the compute stream and TensorRT's stream each wait for
+  the other (copies run on copy engines, where stream priority does not apply).
 - All CUDA calls go through a `CudaRuntime` (the real one, by default); a test passes a recording fake.
   The caller's thread must have `upscaler.device` as its current CUDA device (`torch.cuda.set_device`).
 """
@@ -41,6 +66,8 @@ import torch
 
 from vsr.errors import BackendError
 from vsr.media.resize import imresize
+
+STREAM_PRIORITY = -1  # a pool level torch-tensorrt never draws from (see the module contract, "Streams")
 
 
 def gpu_failure(exc: RuntimeError) -> BackendError:
@@ -79,7 +106,11 @@ class CudaRuntime:
         self.device = device
 
     def stream(self) -> torch.cuda.Stream:
-        return torch.cuda.Stream(self.device)
+        return torch.cuda.Stream(self.device, priority=STREAM_PRIORITY)
+
+    def follow_current(self, stream: torch.cuda.Stream) -> None:
+        """Order all later work on `stream` after the work queued so far on this thread's current stream."""
+        stream.wait_stream(torch.cuda.current_stream(self.device))
 
     def event(self) -> torch.cuda.Event:
         return torch.cuda.Event(blocking=True)  # synchronize() sleeps (cudaEventBlockingSync), see the contract
@@ -169,6 +200,8 @@ class GpuFrames:
             )
             for _ in range(slots)
         ]
+        for stream in (self.upload_stream, self.compute_stream, self.download_stream):
+            rt.follow_current(stream)  # after the weight casts and warm-up, whose freed blocks the buffers may be
         self._next = 0
 
     @torch.inference_mode()
@@ -211,14 +244,21 @@ class GpuFrames:
             alpha = imresize(_as_float(slot.dev_in[3])[None], self.scale)[0]
             _store(slot.dev_out[3], alpha[:oh, :ow].round_().clamp_(0, peak))
 
-    def drain(self) -> None:
+    def drain(self, after_error: bool = False) -> None:
         """Wait until the GPU is done with every buffer (results in flight are dropped): call before the buffers
         go away. Whole streams, not the slots' events: a `submit` that failed half way (e.g. in the model) has
-        queued an upload but recorded no download event to wait for."""
+        queued an upload but recorded no download event to wait for. Every stream is waited for even if a wait
+        fails; a failure is raised as `gpu_failure`, or dropped with `after_error` (see the module contract)."""
+        failure = None
         for stream in (self.upload_stream, self.compute_stream, self.download_stream):
-            self.rt.synchronize_stream(stream)
+            try:
+                self.rt.synchronize_stream(stream)
+            except RuntimeError as exc:  # torch.AcceleratorError (torch 2.8+) is a RuntimeError
+                failure = failure or exc
         for slot in self.slots:
             slot.busy = False
+        if failure is not None and not after_error:
+            raise gpu_failure(failure) from failure
 
     def result(self, slot: _Slot) -> tuple[np.ndarray, ...]:
         self.rt.synchronize(slot.downloaded)

@@ -212,21 +212,23 @@ class Feed:
 
     def _upscale_pair_gpu(self, planes: tuple[np.ndarray, ...]) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         """`upscale_pair` on CUDA through `vsr.engine.gpu.GpuFrames` (pinned slots, one wait per frame instead of three
-        blocking `.cpu()` copies from pageable memory); one frame in flight, as latency comes first here."""
-        if self._gpu is None:
-            from vsr.engine.gpu import GpuFrames
+        blocking `.cpu()` copies from pageable memory); one frame in flight, as latency comes first here. A CUDA
+        failure is one line (`gpu_failure`), after a drain whose own failure (a sticky error) does not replace it."""
+        from vsr.engine.gpu import GpuFrames, gpu_failure
 
-            torch.cuda.set_device(self.device)  # per thread, as in vsr.pipeline.video
-            in_shapes = tuple(p.shape for p in planes)
-            dtype = planes[0].dtype
-            self._gpu = GpuFrames(self.upscaler, self.scale, self.info.peak, in_shapes, self.shapes, dtype, with_bicubic=True)
         try:
+            if self._gpu is None:
+                torch.cuda.set_device(self.device)  # per thread, as in vsr.pipeline.gpu_stage
+                in_shapes = tuple(p.shape for p in planes)
+                dtype = planes[0].dtype
+                self._gpu = GpuFrames(self.upscaler, self.scale, self.info.peak, in_shapes, self.shapes, dtype, with_bicubic=True)
             y_sr, *rest, y_bicubic = self._gpu.result(self._gpu.submit(planes))  # rest: U, V and alpha if any
-        except RuntimeError as exc:
-            from vsr.engine.gpu import gpu_failure
-
-            self._gpu.drain()
-            raise gpu_failure(exc) from exc
+        except BaseException as exc:  # noqa: BLE001 - drained whatever failed (e.g. a BackendError of the chain)
+            if self._gpu is not None:
+                self._gpu.drain(after_error=True)  # copies may be in flight into buffers about to be freed
+            if isinstance(exc, RuntimeError):
+                raise gpu_failure(exc) from exc
+            raise
         return (y_bicubic, *rest), (y_sr, *rest)
 
     def raise_error(self) -> None:

@@ -1,7 +1,8 @@
 """The SR stage of the streaming path on CUDA: frames in flight in `vsr.engine.gpu.GpuFrames` (pinned buffers, copy
 and compute streams), the oldest result taken when all slots are busy, items leaving in the order they came. Mixed
 into the pipeline's stages (`vsr.pipeline.video`), whose `_upscale` hands over to `_upscale_gpu` when the upscaler is
-on a CUDA device; the stage reports a CUDA failure as one line (`gpu_failure`) and drains the streams either way.
+on a CUDA device; the stage reports a CUDA failure as one line (`gpu_failure`) and drains the streams either way,
+a failed drain never replacing the error being reported (a sticky CUDA error fails the drain's waits too).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class GpuStage:
 
         gpu = None
         pending: deque = deque()  # (ticket or None, item), oldest first
+        ended = False  # all items through: a failed drain is this stage's error, else another error is reported
 
         def emit_oldest() -> bool:
             ticket, item = pending.popleft()
@@ -70,10 +72,11 @@ class GpuStage:
             while pending:
                 if not emit_oldest():
                     return
-            if not self.stop.is_set():
+            ended = not self.stop.is_set()
+            if ended:
                 self._put(self.upscaled, END, "sr")
         except RuntimeError as exc:  # CUDA, cuDNN, TensorRT: one line, not a traceback from this thread
             raise gpu_failure(exc) from exc
         finally:
-            if gpu is not None:
-                gpu.drain()  # after an error, copies may still be in flight into buffers about to be freed
+            if gpu is not None:  # after an error, copies may still be in flight into buffers about to be freed
+                gpu.drain(after_error=not ended)
