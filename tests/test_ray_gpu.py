@@ -146,6 +146,7 @@ def test_cpu_tasks_reuse_their_process_and_its_upscaler(tmp_path, cluster, monke
         ("compile", "auto", "cuda-fp16-compile"),
         ("eager", "fp16", "cuda-fp16-eager"),
     ],
+    ids=["auto-auto", "tensorrt-fp32", "compile-auto", "eager-fp16"],
 )
 def test_the_users_backend_and_precision_reach_the_gpu_tasks(tmp_path, cluster, backend, precision, engine):
     """debefaf replaced them with auto and fp16 on every Ray GPU task, and the work folder said so. Now the tasks
@@ -179,6 +180,7 @@ _EAGER = _NO_GPUS + "its tasks run the eager backend on the CPU; drop --backend 
         (0, "tensorrt", "auto", _EAGER + "tensorrt"),
         (0, "auto", "fp16", _NO_GPUS + "--precision fp16 needs one; use auto, fp32 or bf16"),
     ],
+    ids=["gpu-bf16", "cpu-compile", "cpu-tensorrt", "cpu-fp16"],
 )
 def test_what_the_cluster_cannot_run_is_refused_in_one_line(cluster, gpus, backend, precision, message):
     """Not replaced silently: one line, before any task, and Ray shut down."""
