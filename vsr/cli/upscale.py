@@ -158,7 +158,7 @@ def upscale(
         if segmented:
             from vsr.scaleout.run import upscale_segmented
 
-            make = lambda: _segment_workers(upscaler, workers, ray, tell)  # noqa: E731
+            make = lambda: _segment_workers(upscaler, workers, ray, tell, backend.value, precision.value)  # noqa: E731
             summaries = upscale_segmented(
                 pairs, scale, make, upscaler=upscaler, enc=enc, seconds=segment, overwrite=overwrite, resume=resume,
                 progress=progress, notice=tell,
@@ -232,13 +232,15 @@ def _video_pairs(videos: list[Path], dst: Path, overwrite: bool, resume: bool = 
     return [(str(v), str(dst / v.name)) for v in videos]
 
 
-def _segment_workers(upscaler, workers: int, ray: str | None, notice):
-    """The workers of a segmented run: Ray tasks (`--ray`) or local processes."""
+def _segment_workers(upscaler, workers: int, ray: str | None, notice, backend: str = "auto", precision: str = "auto"):
+    """The workers of a segmented run: Ray tasks (`--ray`, built with the user's `--backend` and `--precision` on the
+    cluster's GPUs) or local processes."""
     if ray is not None:
         from vsr.scaleout.raytasks import RayWorkers
         from vsr.scaleout.run import spec_for
 
-        return RayWorkers(ray, spec_for(upscaler, 1, cpu_only=False), notice=notice)
+        spec = spec_for(upscaler, 1, cpu_only=False)
+        return RayWorkers(ray, spec, notice=notice, backend=backend, precision=precision)
     from vsr.scaleout.run import InProcessWorkers, LocalWorkers, spec_for
 
     if workers == 1:  # --resume alone: segments in this process, on its device

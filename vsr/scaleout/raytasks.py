@@ -8,9 +8,20 @@ Contract:
   missing gives `UsageError` with the pip command; a cluster that cannot be reached, `BackendError` (a
   `HOST:PORT` is tried for 5 s first: Ray itself retries for minutes). Ray's SIGTERM handler is put back to
   vsr's (`vsr.signals`), and Ray prints nothing.
-- Placement: on a cluster with GPUs every task takes one GPU (`num_gpus=1`) and builds the GPU engine
-  (`make_upscaler`, backend auto, fp16): `slots` = the cluster's GPUs. Without GPUs a task takes one CPU
-  and one torch thread: `slots` = the cluster's CPUs.
+- Placement: on a cluster with GPUs every task takes one GPU and builds the GPU engine with the caller's
+  `backend` and `precision` (`make_upscaler`; `--precision bf16` is refused there, one line): `slots` = the
+  cluster's GPUs. `num_gpus=1` is declared in `ray.remote` itself, so Ray ends a GPU task's worker process
+  after the task (`max_calls=1`, ray/remote_function.py: 2.10.0 lines 107-111, 2.60.0 lines 122-130; only
+  the decorator sets it, `.options()` cannot): Ray sets CUDA_VISIBLE_DEVICES to the task's GPU before each
+  task (ray/_raylet.pyx, execute_task, `set_visible_accelerator_ids`), but CUDA reads it once per process,
+  so a reused process would keep running on its first task's GPU while the one Ray assigned idles. The
+  task builds its engine on the GPU Ray assigned (`ray.get_gpu_ids()` located in CUDA_VISIBLE_DEVICES:
+  also right where a node keeps every GPU visible, RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES). The cost:
+  each GPU segment starts a process and builds its engine (TensorRT engines load from the node's engine
+  cache after the first build). Without GPUs a task takes one CPU and one torch thread and runs the eager
+  backend with the caller's CPU precision plan (`--backend compile`/`tensorrt` and `--precision fp16` are
+  refused, one line): `slots` = the cluster's CPUs; its worker processes are reused, with the upscaler
+  cached per process.
 - Data: the weights travel in the object store (one `ray.put` of the `WorkerSpec`, safetensors bytes: no
   shared disk, no code run on load). The input is read by the task at its path, so on a multi-node cluster it
   must be at the same path on every node (a shared folder); a task that cannot see it fails with one line
@@ -41,7 +52,7 @@ _QUIET_ENV = {  # read when ray is imported (ray/_private/ray_constants.py)
     "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1",  # no C++ stack dump on SIGTERM: vsr prints one line
     "RAY_IGNORE_UNHANDLED_ERRORS": "1",  # a cancelled task's error is not logged at exit
 }
-_cache: dict = {}  # per Ray worker process: (weights digest, engine) -> upscaler
+_cache: dict = {}  # per Ray worker process: (weights digest, engine with its device) -> upscaler
 
 
 def _import_ray():
@@ -66,6 +77,8 @@ def _ray_segment(spec, task, scratch: str | None) -> tuple[bytes, int, list[str]
             "path on every node (a shared folder)"
         )
     warnings: list[str] = []
+    if spec.device != "cpu":
+        spec = dataclasses.replace(spec, device=_assigned_gpu())
     key = (spec.digest, spec.engine)
     if key not in _cache:
         _cache.clear()
@@ -83,10 +96,49 @@ def _ray_segment(spec, task, scratch: str | None) -> tuple[bytes, int, list[str]
         return Path(local.part).read_bytes(), frames, warnings + more
 
 
-class RayWorkers:
-    """See the module contract."""
+def _assigned_gpu() -> str:
+    """In a GPU task: the torch device of the GPU Ray assigned it ("cuda:N"). Ray names it by its id in the node's
+    CUDA_VISIBLE_DEVICES as the worker started, or 0..GPUs-1 without one (ray/_private/worker.py, get_gpu_ids and
+    get_accelerator_ids_for_accelerator_resource); torch numbers the GPUs this process sees, which Ray narrowed to
+    that one unless RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES is set (ray/_private/accelerators/nvidia_gpu.py)."""
+    import ray
 
-    def __init__(self, address: str, spec, notice=lambda text: None):
+    ids = [str(i) for i in ray.get_gpu_ids()]
+    if len(ids) != 1:
+        raise RuntimeError(f"Ray gave this task {len(ids)} GPUs (ids {ids}); it asked for one")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return f"cuda:{ids[0]}"
+    names = [name.strip() for name in visible.split(",")]
+    if ids[0] not in names:
+        raise RuntimeError(f"the GPU Ray assigned ({ids[0]}) is not in CUDA_VISIBLE_DEVICES={visible!r}")
+    return f"cuda:{names.index(ids[0])}"
+
+
+def _gpu_spec(spec, backend: str, precision: str | None):
+    """The spec of a GPU task: the caller's backend and precision. A precision a GPU cannot run (bf16) is refused
+    in one line by its `engine` (`vsr.engine.precision.layer_plan`), which the driver reads before any task."""
+    precision = None if precision in (None, "auto") else precision
+    return dataclasses.replace(spec, device="cuda", backend=backend, precision=precision, threads=0)
+
+
+def _cpu_spec(spec, backend: str, precision: str | None, address: str):
+    """The spec of a CPU task: eager, with the caller's CPU precision plan (`spec.layers`); a GPU-only choice is
+    refused rather than replaced."""
+    if backend not in ("auto", "eager"):
+        raise BackendError(
+            f"the Ray cluster at {address} has no GPUs, and its tasks run the eager backend on the CPU; drop --backend {backend}"
+        )
+    if precision == "fp16":
+        raise BackendError(f"the Ray cluster at {address} has no GPUs, and --precision fp16 needs one; use auto, fp32 or bf16")
+    return dataclasses.replace(spec, threads=1)
+
+
+class RayWorkers:
+    """See the module contract. `backend` and `precision` are the caller's `--backend` and `--precision` (the
+    spec's model is built from them on the cluster's GPUs)."""
+
+    def __init__(self, address: str, spec, notice=lambda text: None, backend: str = "auto", precision: str | None = None):
         ray = self._ray = _import_ray()
         self._refs: list = []
         self._temp = None
@@ -129,16 +181,17 @@ class RayWorkers:
             resources = ray.cluster_resources()
             gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
             if gpus:
-                spec = dataclasses.replace(spec, device="cuda", backend="auto", precision=None, threads=0)
+                spec = _gpu_spec(spec, backend, precision)
+                # num_gpus in ray.remote itself: max_calls=1, a process per GPU task (see the module contract)
                 options = {"num_cpus": 1, "num_gpus": 1, "max_retries": 0}
             else:
-                spec = dataclasses.replace(spec, threads=1)
+                spec = _cpu_spec(spec, backend, precision, address)
                 options = {"num_cpus": 1, "max_retries": 0}
             self.slots = gpus or cpus
             self.engine, self.weights_digest = spec.engine, spec.digest
             self.name = f"Ray at {address}: {self.slots} {'GPU' if gpus else 'CPU'} task slots"
             self._spec = ray.put(spec)
-            self._remote = ray.remote(_ray_segment).options(**options)
+            self._remote = ray.remote(**options)(_ray_segment)
         except BaseException:
             self.close()
             raise

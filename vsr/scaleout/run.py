@@ -88,8 +88,14 @@ class WorkerSpec:
 
     @property
     def engine(self) -> str:
-        """What decides the numbers a worker computes (parts of different engines are not mixed)."""
-        base = self.cpu_engine if self.device == "cpu" else f"{self.device}-{self.precision or 'fp16'}-{self.backend}"
+        """What decides the numbers a worker computes (parts of different engines are not mixed). On a GPU: the
+        precision plan `precision` gives there (`auto` resolved as `make_upscaler` will) and the backend asked for."""
+        from vsr.engine.precision import label, layer_plan
+
+        if self.device == "cpu":
+            base = self.cpu_engine
+        else:
+            base = f"{self.device}-{label(layer_plan(None, self.precision, torch.device(self.device)))}-{self.backend}"
         return base + ("+ensemble" if self.ensemble else "")
 
 
