@@ -125,7 +125,10 @@ def _decoding(is_hwaccel: bool, pix_fmt: str):
     streams = InputStreams.__new__(InputStreams)
     said: list = []
     cfg = SimpleNamespace(format=SimpleNamespace(name="cuda"))
-    ctx = SimpleNamespace(is_hwaccel=is_hwaccel, pix_fmt=pix_fmt, name="h264", codec=SimpleNamespace(hardware_configs=[cfg]))
+    ctx = SimpleNamespace(
+        is_hwaccel=is_hwaccel, pix_fmt=pix_fmt, name="h264", profile="High", coded_width=64, coded_height=48,
+        width=64, height=48, codec=SimpleNamespace(hardware_configs=[cfg]),
+    )  # fmt: skip
     streams._hwaccel, streams._hw_attached, streams._warn = "cuda", True, said.append
     streams.video = SimpleNamespace(codec_context=ctx)
     return streams, said

@@ -1,8 +1,10 @@
 """Picking a backend: `make_upscaler` builds the one asked for, or under `--backend auto` a `FallbackUpscaler` that
-hands over (tensorrt, compile, eager) with a one-line notice when one cannot build or warm up. The precision plan
-is resolved here, once, and handed to the backend built."""
+hands over (tensorrt, compile, eager) with a one-line notice when one cannot build, warm up or run its first frame.
+The precision plan is resolved here, once, and handed to the backend built."""
 
 from __future__ import annotations
+
+import re
 
 import torch
 
@@ -29,12 +31,33 @@ def _build(
     raise BackendError(f"unknown backend {backend!r}; use one of auto, {', '.join(BACKENDS)}")
 
 
+def _failure(backend: str, y: torch.Tensor, exc: Exception) -> str:
+    """One line for a backend's failure at its first frame, without the advice to pick another backend (the
+    notice says which one is tried next)."""
+    if isinstance(exc, BackendError):  # e.g. TensorRT's engine build, which runs at the first frame of a shape
+        why = str(exc).strip()
+    else:  # BackendCompilerFailed, InductorError, torch.AcceleratorError, ...: a RuntimeError, or an AssertionError
+        lines = str(exc).strip().splitlines()
+        why = f"the {backend} backend failed on a {y.shape[-1]}x{y.shape[-2]} frame ({type(exc).__name__}: "
+        why += f"{lines[0][:200] if lines else ''})"
+    return _ADVICE.sub("", why)
+
+
+_ADVICE = re.compile(r"; use --backend \w+$")
+
+
 class FallbackUpscaler:
-    """`--backend auto`: the first of `order` that builds and warms up; each one that fails hands over to the next
-    with a one-line notice. The Upscaler interface, delegated to the backend in use (`current`)."""
+    """`--backend auto`: the first of `order` that builds, warms up and runs its first frame; each one that fails at
+    any of these hands over to the next with a one-line notice, and the last one's failure is raised as it is. The
+    first frame counts as well as the warm-up: a backend can pass the warm-up (the caller's thread, the default
+    CUDA stream) and fail on the frames (the SR thread, `vsr.engine.gpu.GpuFrames`' compute stream), and a caller
+    that never warms up still gets the chain. Once a backend has upscaled a frame it stays: a later failure is raised
+    as it is, so a video is never finished by another backend than began it. The Upscaler interface, delegated to
+    the backend in use (`current`). One caller at a time (the SR stage's thread)."""
 
     def __init__(self, order: tuple[str, ...], model: SRCNN, dev: torch.device, precision: str, tile, notice: Notice):
         self._order, self._model, self._args, self._notice = list(order), model, (dev, precision, tile), notice
+        self._proven = False  # the backend in use has upscaled a frame
         self.current = self._next(None)
 
     def _next(self, failure: str | None) -> Upscaler:
@@ -58,9 +81,21 @@ class FallbackUpscaler:
             except BackendError as exc:
                 if not self._order:
                     raise
-                self.current = self._next(str(exc).removesuffix("; use --backend eager"))
+                self.current = self._next(_ADVICE.sub("", str(exc).strip()))
 
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        while not self._proven:
+            try:
+                out = self.current(y)
+            except Exception as exc:  # noqa: BLE001 - whatever the backend raises at its first frame
+                if not self._order:
+                    raise
+                why = _failure(self.current.backend, y, exc)
+                with torch.inference_mode(False):  # built as at the start, whatever mode the caller runs in
+                    self.current = self._next(why)
+                continue
+            self._proven = True
+            return out
         return self.current(y)
 
     def __getattr__(self, name: str):  # device, config, precision, backend, tile, ... of the backend in use

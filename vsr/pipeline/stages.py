@@ -12,6 +12,7 @@ become `stage_figures` for `vsr bench`.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -58,7 +59,10 @@ class Stages:
         raise NotImplementedError
 
     def start(self) -> None:
-        with held():  # a stop arriving here is raised by the caller's next check(), once all three run
+        # A stop arriving here is raised by the caller's next check(), once all three run. Signals reach the main
+        # thread only: another caller (a segment in `vsr.scaleout.run.InProcessWorkers`' thread) cannot be cut
+        # short, and must not touch vsr.signals' state, which the main thread's handler and `deferred()` use.
+        with held() if threading.current_thread() is threading.main_thread() else contextlib.nullcontext():
             self.started = True
             for t in self.threads:
                 t.start()

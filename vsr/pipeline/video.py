@@ -131,8 +131,7 @@ def upscale_video(
         _check_target(src, dst, overwrite)
         info = reader.info
         out_w, out_h = output_length(info.width, scale), output_length(info.height, scale)
-        if hasattr(upscaler, "warm_up"):  # compiled backends fail here, before any output is opened
-            upscaler.warm_up(out_h, out_w)
+        warm_up(upscaler, out_h, out_w)
         tmp = None if dst == "-" else temp_path(Path(dst))
         enc = EncoderOptions(codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, gpu=hw_index)
         try:
@@ -161,19 +160,14 @@ def upscale_video(
                 "in_pix_fmt": info.pix_fmt,
             }
         )
-        run.start()
-        check_stop()  # a stop signal held while the stages started (vsr.pipeline.stages)
-        while not run.finished.wait(0.25):
-            check_stop()  # a stop signal some callback swallowed (vsr.signals)
+
+        def tick() -> None:
+            nonlocal sent
+            check_stop()  # a stop signal held while the stages started, or one some callback swallowed (vsr.signals)
             sent = _flush_warnings(warnings, lock, sent, report)
             report(_progress_event(run, info, t0))
-        run.join()
-        run.raise_error()
-        if not (reader.frames_read == run.frames_sr == writer.frames_written):
-            raise VsrError(
-                f"internal error: decoded {reader.frames_read} frames, upscaled {run.frames_sr}, encoded "
-                f"{writer.frames_written}; the output was discarded (please report this)"
-            )
+
+        run_stages(run, tick)
         if writer.packets_written != writer.frames_written:
             warn(f"the encoder made {writer.packets_written} packets from {writer.frames_written} frames")
         if tmp is not None:
@@ -182,14 +176,8 @@ def upscale_video(
             except OSError as exc:
                 raise OutputError(f"{dst}: cannot move the finished video into place ({exc.strerror})") from None
     except BaseException:
-        run.stop.set()
-        reader.cancel()  # a decode stage waiting for stdin gives up (vsr.media.stdin)
         try:
-            if run.started:
-                run.join()  # each stage closes its own container; a stage stuck in I/O is left behind (daemon)
-            else:
-                writer.abort()
-                reader.close()
+            run.abandon()
         finally:
             remove(tmp)
         raise
@@ -212,8 +200,36 @@ def upscale_video(
     return summary
 
 
+def warm_up(upscaler: YUpscaler | None, height: int, width: int) -> None:
+    """Warm `upscaler` up on a frame of the output size (`Upscaler.warm_up`), before any output is opened: compiled
+    backends build here, and a failure is one line, or under `--backend auto` a hand-over to the next backend
+    (`vsr.engine.chain.FallbackUpscaler`). Call in the thread whose work it is, before the stages start."""
+    if hasattr(upscaler, "warm_up"):
+        upscaler.warm_up(height, width)
+
+
+def run_stages(run: _Run, tick: Callable[[], None] = lambda: None) -> None:
+    """Run `run`'s three stages to the end from the caller's thread: `tick()` right after they start and then a few
+    times a second (it may raise to stop the run), the first error of any stage raised here, and every decoded
+    frame checked to be upscaled and encoded. The caller calls `run.abandon()` on any exception."""
+    run.start()
+    tick()
+    while not run.finished.wait(0.25):
+        tick()
+    run.join()
+    run.raise_error()
+    decoded, writer = run.frames_decoded, run.writer
+    if not (decoded == run.frames_sr == writer.frames_written):
+        raise VsrError(
+            f"internal error: decoded {decoded} frames, upscaled {run.frames_sr}, encoded "
+            f"{writer.frames_written}; the output was discarded (please report this)"
+        )
+
+
 class _Run(GpuStage, Stages):
-    """One `upscale_video` run: what the decode, SR (CPU here, CUDA in `GpuStage`) and encode stages do."""
+    """One run of the decode, SR (CPU here, CUDA in `GpuStage`) and encode stages from `reader` into `writer`: the
+    whole video (`upscale_video`), or with `segment` the pictures of one `vsr.scaleout.segments.Segment`
+    (`VideoReader.read_segment`, for `vsr.scaleout.parts`), the same way on every device."""
 
     def __init__(
         self,
@@ -223,17 +239,35 @@ class _Run(GpuStage, Stages):
         upscaler: YUpscaler | None,
         shapes: tuple[tuple[int, int], ...],
         peak: int,
+        segment=None,
     ):
-        self.reader, self.writer = reader, writer
+        self.reader, self.writer, self.segment = reader, writer, segment
         self.scale, self.upscaler, self.shapes, self.peak = scale, upscaler, shapes, peak
         self.device = getattr(upscaler, "device", "cpu") if upscaler is not None else "cpu"
         self.frames_sr = 0
         self.last_time_s: float | None = None
         super().__init__()
 
+    @property
+    def frames_decoded(self) -> int:
+        """Pictures decoded for this run (a segment's decoder may have decoded and dropped some before its start)."""
+        return self.reader.frames_read if self.segment is None else self.frames_stage["decode"]
+
+    def abandon(self) -> None:
+        """After an error or a stop: stop the stages and wait for them (each closes its own container, the encoder
+        stage aborts the writer; a stage stuck in I/O is left behind, a daemon), or close the reader and abort the
+        writer when they never started."""
+        self.stop.set()
+        self.reader.cancel()  # a decode stage waiting for stdin gives up (vsr.media.stdin)
+        if self.started:
+            self.join()
+        else:
+            self.writer.abort()
+            self.reader.close()
+
     def _decode(self) -> None:
         try:
-            items = iter(self.reader.read())
+            items = iter(self.reader.read() if self.segment is None else self.reader.read_segment(self.segment))
             while True:
                 t0 = time.perf_counter()
                 item = next(items, END)

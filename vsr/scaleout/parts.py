@@ -2,10 +2,13 @@
 
 Contract:
 - `encode_segment(src, segment, part, scale, upscaler, enc)` decodes one `vsr.scaleout.segments.Segment` of `src`
-  (`VideoReader.read_segment`), super-resolves each frame as the streaming path does (`upscale_planes`) and
-  encodes it into `part`, a file of the output's container format (its suffix): the encoder starts the part with
-  a keyframe, and the part's timestamps are rounded by that format exactly as the output's would be. Returns
-  the number of frames written.
+  (`VideoReader.read_segment`), super-resolves each frame and encodes it into `part`, a file of the output's
+  container format (its suffix): the encoder starts the part with a keyframe, and the part's timestamps are
+  rounded by that format exactly as the output's would be. Returns the number of frames written. The work is the
+  streaming path's, on every device (`vsr.pipeline.video`): the upscaler is warmed up on a frame of the output
+  size before the part is opened (compiled backends build there; under `--backend auto` a backend that fails
+  there or at its first frame hands over to the next, `vsr.engine.chain.FallbackUpscaler`), then decode, SR and
+  encode run in their own threads, on a GPU with every `vsr.engine.gpu.GpuFrames` slot in flight.
 - `join_parts(src, parts, dst, enc, segments)` writes `dst` (a finished path; atomic writes are the caller's job) with the
   parts' video packets in order, unchanged, and the source's audio, subtitle and data packets, its metadata,
   attachments and chapters, as the streaming path writes them (`VideoWriter` in copy mode). Decoding timestamps
@@ -25,11 +28,11 @@ import av
 import torch
 
 from vsr.errors import OutputError
-from vsr.media.frames import Picture, plane_shapes
+from vsr.media.frames import plane_shapes
 from vsr.media.reader import VideoReader
 from vsr.media.resize import output_length
 from vsr.media.writer import EncoderOptions, VideoWriter
-from vsr.pipeline.video import upscale_planes
+from vsr.pipeline.video import _Run, run_stages, warm_up
 from vsr.scaleout.segments import Segment
 
 YUpscaler = Callable[[torch.Tensor], torch.Tensor]
@@ -50,29 +53,30 @@ def encode_segment(
 ) -> int:
     """Super-resolve and encode one segment into `part` (see the module contract). `fmt` is the output's
     container format when `part`'s suffix does not say it; `label` names the output in errors; `warn` gets
-    the reader's and writer's warnings; `stop` (a `threading.Event`), once set, ends the work at the next
-    frame with `Stopped` (the part is left for the caller to delete)."""
+    the reader's and writer's warnings (from the stage threads); `stop` (a `threading.Event`), once set, ends the
+    work within a fraction of a second with `Stopped` (the part is left for the caller to delete)."""
     reader = VideoReader(src, warn=warn)
     try:
         info = reader.info
         out_w, out_h = output_length(info.width, scale), output_length(info.height, scale)
-        shapes = plane_shapes(info.pix_fmt, out_w, out_h)
-        device = getattr(upscaler, "device", "cpu") if upscaler is not None else "cpu"
+        warm_up(upscaler, out_h, out_w)  # before the part is opened, as the streaming path does before its output
         sar = reader.video.sample_aspect_ratio  # the part's encoder must carry it: copy mode cannot add it later
         writer = VideoWriter(part, fmt, None, out_w, out_h, enc, warn=warn, label=label or str(part), info=info, sar=sar)
-        try:
-            for pic in reader.read_segment(segment):
-                if stop is not None and stop.is_set():
-                    raise Stopped()
-                planes = upscale_planes(pic.planes, scale, upscaler, info.peak, shapes, device)
-                writer.write(Picture(planes=planes, pts=pic.pts, time_base=pic.time_base))
-            writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.frames_written
-    finally:
+    except BaseException:
         reader.close()
+        raise
+    run = _Run(reader, writer, scale, upscaler, plane_shapes(info.pix_fmt, out_w, out_h), info.peak, segment)
+
+    def tick() -> None:
+        if stop is not None and stop.is_set():
+            raise Stopped()
+
+    try:
+        run_stages(run, tick)
+    except BaseException:
+        run.abandon()  # the decode stage closes the reader, the encode stage aborts the part
+        raise
+    return writer.frames_written
 
 
 class Stopped(Exception):

@@ -210,8 +210,11 @@ class InProcessWorkers:
         device = torch.device(getattr(inner, "device", "cpu"))
         if device.type == "cpu":
             self.engine = spec.cpu_engine
-        else:
-            self.engine = f"{device.type}-{getattr(inner, 'precision', 'fp16')}-{getattr(inner, 'backend', 'auto')}"
+        else:  # --backend auto is named as such: the backend it starts with may hand over in the first segment
+            from vsr.engine.chain import FallbackUpscaler
+
+            backend = "auto" if isinstance(inner, FallbackUpscaler) else getattr(inner, "backend", "auto")
+            self.engine = f"{device.type}-{getattr(inner, 'precision', 'fp16')}-{backend}"
         if upscaler is not inner:
             self.engine += "+ensemble"
         self.weights_digest = spec.digest
