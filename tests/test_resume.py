@@ -407,3 +407,20 @@ def test_resume_of_a_folder_run_names_the_outputs_with_nothing_to_resume_in_one_
     notices: list[str] = []
     upscale_segmented(pairs, 2, FakeWorkers, enc=FFV1, seconds=0.4, resume=True, notice=notices.append)
     assert notices == [f"no earlier work to resume for {pairs[0][1]} and 2 other output(s); starting them from the beginning"]
+
+
+def test_local_workers_on_a_gpu_build_their_engine_there_with_the_users_choice():
+    """`--workers N` with the model on a GPU: each worker process builds its engine on that GPU with --backend and
+    --precision (make_upscaler in the worker), and the work folder names that engine; before, it was refused."""
+    from types import SimpleNamespace
+
+    from vsr.scaleout.run import LocalWorkers, spec_for
+
+    from .test_model import make_model
+
+    on_gpu = SimpleNamespace(model=make_model("9-1-5"), device=torch.device("cuda", 1))
+    spec = spec_for(on_gpu, 2, backend="compile", precision="fp32")
+    assert (spec.device, spec.backend, spec.precision) == ("cuda:1", "compile", "fp32")
+    assert spec.engine == "cuda:1-fp32-compile"
+    assert spec_for(on_gpu, 2, backend="auto", precision="auto").precision is None  # auto: resolved in the worker
+    assert LocalWorkers(spec, 2).engine == spec.engine  # what the work folder records; no process started yet

@@ -245,7 +245,7 @@ def _segment_workers(upscaler, workers: int, ray: str | None, notice, backend: s
 
     if workers == 1:  # --resume alone: segments in this process, on its device
         return InProcessWorkers(upscaler, spec_for(upscaler, 1, cpu_only=False))
-    return LocalWorkers(spec_for(upscaler, workers), workers)
+    return LocalWorkers(spec_for(upscaler, workers, backend=backend, precision=precision), workers)
 
 
 def _upscale_images(

@@ -42,7 +42,7 @@ import signal
 import time
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -103,20 +103,26 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def spec_for(upscaler, workers: int, cpu_only: bool = True) -> WorkerSpec:
-    """The CPU `WorkerSpec` of an upscaler built by the CLI (an `Upscaler` or a `SelfEnsemble` around one), for
-    `workers` processes sharing this machine's cores. `cpu_only=False` (Ray) takes a GPU upscaler's model too."""
+def spec_for(upscaler, workers: int, cpu_only: bool = True, backend: str = "auto", precision: str | None = None) -> WorkerSpec:
+    """The `WorkerSpec` of an upscaler built by the CLI (an `Upscaler` or a `SelfEnsemble` around one), for `workers`
+    local processes sharing this machine's cores. On a GPU each local worker builds its engine on that GPU with the
+    caller's `backend` and `precision` (`make_upscaler` in the worker: the same warm-up and hand-over); the processes
+    share the GPU, which pays where the CPU's decode and encode are what holds one process back. `cpu_only=False`
+    (Ray, in-process) takes a GPU upscaler's model as a CPU spec, which the caller turns into its own."""
     from safetensors.torch import save
 
     inner = getattr(upscaler, "upscaler", upscaler)
-    if cpu_only and torch.device(inner.device).type != "cpu":
-        raise VsrError("--workers runs on the CPU; use --device cpu with it (one process drives a GPU best)")
+    device = torch.device(inner.device)
     model = inner.model
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     cfg = model.config
     threads = max(1, cores() // workers)
-    layers = tuple(getattr(inner, "layers", ("fp32",) * 3)) if torch.device(inner.device).type == "cpu" else ("fp32",) * 3
-    return WorkerSpec(save(state), cfg.arch, cfg.n1, cfg.n2, upscaler is not inner, threads, layers=layers)
+    layers = tuple(getattr(inner, "layers", ("fp32",) * 3)) if device.type == "cpu" else ("fp32",) * 3
+    spec = WorkerSpec(save(state), cfg.arch, cfg.n1, cfg.n2, upscaler is not inner, threads, layers=layers)
+    if cpu_only and device.type == "cuda":
+        precision = None if precision in (None, "auto") else precision
+        spec = replace(spec, device=str(device), backend=backend, precision=precision)
+    return spec
 
 
 def build_upscaler(spec: WorkerSpec, notice=lambda text: None):
