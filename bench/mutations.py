@@ -57,6 +57,10 @@ W = "tests/test_gpu_webcam.py::"
 P = "tests/test_gpu_placement.py::"
 PLANES = T + "test_planes_equal_the_cpu_path_and_waits_sleep[uint8-255-False]"  # GpuFrames on the fake, all checks
 PLACED = R + "test_host_buffers_are_pinned_and_device_buffers_and_streams_are_on_the_runtimes_gpu"
+SG = "tests/test_segments_gpu.py::"
+FL = "tests/test_flags.py::"
+RG = "tests/test_ray_gpu.py::"
+HW = "tests/test_hwaccel.py::"
 GPU_PY = "vsr/engine/gpu.py"
 STAGE_PY = "vsr/pipeline/gpu_stage.py"
 FEED_PY = "vsr/live/feed.py"
@@ -282,8 +286,187 @@ MUTATIONS: list[Mutation] = [
         "elif False:",
         (P + "test_a_hardware_decoder_that_handed_over_to_software_is_said",),
     ),
-    # ==== OTHER ENTRIES: defects 1, 2 and 4 reverted, risks 5 and 8-10, the TF32-off line (vsr/engine/base.py or
-    # wherever the flags now live), added by whoever fixed them, in the same form. Keep each `old` unique.
+    # ---- Defect 1: segments on a GPU (vsr/scaleout/parts.py, vsr/engine/chain.py, vsr/pipeline/video.py)
+    Mutation(
+        "defect 1 reverted: CUDA segments take upscale_planes",
+        "vsr/pipeline/video.py",
+        "        if self._uses_gpu():\n",
+        "        if self._uses_gpu() and self.segment is None:\n",
+        (SG + "test_the_simulated_gpu_is_really_used",),
+    ),
+    Mutation(
+        "defect 1 reverted: segments not warmed up",
+        "vsr/scaleout/parts.py",
+        "        warm_up(upscaler, out_h, out_w)  # before the part is opened",
+        "        pass  # before the part is opened",
+        (SG + "test_the_upscaler_is_warmed_up_on_the_output_size_before_the_part_is_opened",),
+    ),
+    Mutation(
+        "defect 1 reverted: the auto chain does not hand over at the first frame",
+        "vsr/engine/chain.py",
+        "        while not self._proven:\n",
+        "        while False:\n",
+        (SG + "test_the_chain_hands_over_at_the_first_call_without_a_warm_up",),
+    ),
+    Mutation(
+        "next backend built in inference mode",
+        "vsr/engine/chain.py",
+        "with torch.inference_mode(False):",
+        "with torch.inference_mode(True):",
+        (SG + "test_the_chain_hands_over_at_the_first_call_without_a_warm_up",),
+    ),
+    Mutation(
+        "segment threads hold the main thread's signal state",
+        "vsr/pipeline/stages.py",
+        "with held() if threading.current_thread() is threading.main_thread() else contextlib.nullcontext():",
+        "with held():",
+        (SG + "test_the_segment_stages_run_in_their_own_threads_and_do_not_touch_the_signal_state",),
+    ),
+    Mutation(
+        "work folder names the backend the chain started with",
+        "vsr/scaleout/run.py",
+        'backend = "auto" if isinstance(inner, FallbackUpscaler) else getattr(inner, "backend", "auto")',
+        'backend = getattr(inner, "backend", "auto")',
+        (SG + "test_in_process_gpu_segments_name_the_auto_chain_not_the_backend_it_starts_with",),
+    ),
+    # ---- Defect 2: cuDNN flags (vsr/engine/base.py, vsr/engine/flags.py, vsr/train/training.py)
+    Mutation(
+        "the TF32-off line removed",
+        "vsr/engine/base.py",
+        "    return flags.Flags(benchmark=None if deterministic else True, tf32=False)",
+        "    return flags.Flags(benchmark=None if deterministic else True)",
+        (FL + "test_upscaler_sets_cuda_flags_for_its_call_only",),
+    ),
+    Mutation(
+        "an upscaler's call without its flags scope",
+        "vsr/engine/base.py",
+        "            with torch.cuda.device(self.device), flags.shared(cuda_flags):",
+        "            with torch.cuda.device(self.device):",
+        (FL + "test_upscaler_sets_cuda_flags_for_its_call_only",),
+    ),
+    Mutation(
+        "defect 2 reverted: the constructor sets process-wide cuDNN flags",
+        "vsr/engine/base.py",
+        "        self.config = model.config\n        self.tile = tile\n",
+        '        self.config = model.config\n        self.tile = tile\n        if self.device.type == "cuda":\n'
+        "            torch.backends.cudnn.benchmark = True\n            torch.backends.cudnn.allow_tf32 = False\n",
+        (FL + "test_training_epochs_and_a_resumed_run_share_the_same_cuda_flags",),
+    ),
+    Mutation(
+        "training outside its flags scope",
+        "vsr/train/training.py",
+        '    with flags.scoped(TRAIN_FLAGS) if device.type == "cuda" else nullcontext():',
+        "    with nullcontext():",
+        (FL + "test_training_epochs_and_a_resumed_run_share_the_same_cuda_flags",),
+    ),
+    Mutation(
+        "training with TF32",
+        "vsr/train/training.py",
+        "TRAIN_FLAGS = flags.Flags(benchmark=False, deterministic=True, tf32=False)",
+        "TRAIN_FLAGS = flags.Flags(benchmark=False, deterministic=True)",
+        (FL + "test_training_epochs_and_a_resumed_run_share_the_same_cuda_flags",),
+    ),
+    Mutation(
+        "overlapping calls restore each other's flags",
+        "vsr/engine/flags.py",
+        "            _depth -= 1\n            if _depth == 0:",
+        "            _depth -= 1\n            if True:",
+        (FL + "test_shared_scopes_overlapping_in_threads_put_back_once_the_last_ends",),
+    ),
+    Mutation(
+        "TF32 through the legacy flag on torch 2.9+",
+        "vsr/engine/flags.py",
+        '    return conv if conv is not None and hasattr(conv, "fp32_precision") else None',
+        "    return None",
+        (FL + "test_tf32_through_the_per_operator_setting",),
+    ),
+    # ---- Defect 4: Ray GPU tasks (vsr/scaleout/raytasks.py)
+    Mutation(
+        "defect 4 reverted: num_gpus only through .options() (no max_calls=1)",
+        "vsr/scaleout/raytasks.py",
+        "self._remote = ray.remote(**options)(_ray_segment)",
+        "self._remote = ray.remote(_ray_segment).options(**options)",
+        (RG + "test_each_gpu_task_computes_on_the_gpu_ray_gave_it[plain]",),
+    ),
+    Mutation(
+        "a Ray task ignores the GPU it was given",
+        "vsr/scaleout/raytasks.py",
+        "spec = dataclasses.replace(spec, device=_assigned_gpu())",
+        "pass",
+        (RG + "test_each_gpu_task_computes_on_the_gpu_ray_gave_it[noset]",),
+    ),
+    Mutation(
+        "defect 4 reverted: --backend and --precision replaced by auto/fp16 on Ray",
+        "vsr/scaleout/raytasks.py",
+        'device="cuda", backend=backend, precision=precision, threads=0',
+        'device="cuda", backend="auto", precision=None, threads=0',
+        (RG + "test_vsr_upscale_ray_passes_backend_and_precision_and_records_the_engine",),
+    ),
+    Mutation(
+        "the CLI does not pass --backend/--precision to Ray",
+        "vsr/cli/upscale.py",
+        "RayWorkers(ray, spec, notice=notice, backend=backend, precision=precision)",
+        "RayWorkers(ray, spec, notice=notice)",
+        (RG + "test_vsr_upscale_ray_passes_backend_and_precision_and_records_the_engine",),
+    ),
+    Mutation(
+        "local GPU workers lose the user's --backend/--precision",
+        "vsr/cli/upscale.py",
+        "LocalWorkers(spec_for(upscaler, workers, backend=backend, precision=precision), workers)",
+        "LocalWorkers(spec_for(upscaler, workers), workers)",
+        ("tests/test_resume.py::test_local_workers_on_a_gpu_build_their_engine_there_with_the_users_choice",),
+    ),
+    # ---- Risks 5 and 10 (vsr/media/source.py, vsr/media/writer.py, vsr/engine/tensorrt.py)
+    Mutation(
+        "risk 5 reverted: NVDEC with frame threads",
+        "vsr/media/source.py",
+        'return "SLICE" if live or hardware else "AUTO"',
+        'return "SLICE" if live else "AUTO"',
+        (HW + "test_nvdec_gets_no_frame_threads_so_a_16_reference_stream_fits_its_32_surfaces",),
+    ),
+    Mutation(
+        "a refused stream said with the old, wrong reason",
+        "vsr/media/source.py",
+        "            why = refusal(ctx, self._hwaccel)",
+        '            why = "the hardware decoder refused this stream (profile, size or bit depth) and software took over"',
+        (HW + "test_a_stream_the_hardware_decoder_refused_is_said_with_what_is_known_of_it",),
+    ),
+    Mutation(
+        "--hwaccel of a device type this FFmpeg lacks is an error again",
+        "vsr/media/source.py",
+        '        if hwaccel not in {t.name for t in HWDeviceType} - {"none"}:  # a typo: no FFmpeg has such a type',
+        "        if True:",
+        (HW + "test_a_device_type_this_ffmpeg_build_lacks_falls_back_to_the_cpu_with_one_line",),
+    ),
+    Mutation(
+        "the old NVENC hint",
+        "vsr/media/writer.py",
+        "                hint = nvenc_hint(codec, self.pix_fmt)",
+        '                hint = " (NVENC needs an NVIDIA GPU and driver; use --codec libx264 on other machines)"',
+        (HW + "test_an_nvenc_encoder_that_cannot_open_is_one_line_with_the_hint",),
+    ),
+    Mutation(
+        "the TensorRT install advice names no release",
+        "vsr/engine/tensorrt.py",
+        "    if not CHECKED[0] <= (major, minor) <= CHECKED[1]:",
+        "    if False:",
+        ("tests/test_install_text.py::test_the_advice_names_the_release_of_the_installed_torchs_minor_version",),
+    ),
+    # ---- Risk 9: the GPU tests' tolerances (tests/gpu_tolerances.py)
+    Mutation(
+        "fp32-vs-CPU tolerance back to 1e-5",
+        "tests/gpu_tolerances.py",
+        "FP32_VS_CPU = 1e-4",
+        "FP32_VS_CPU = 1e-5",
+        ("tests/test_gpu_tolerances.py::test_fp32_against_the_cpu_separates_tf32_from_fp32_rounding",),
+    ),
+    Mutation(
+        "tiles-vs-whole tolerance back to 1e-6",
+        "tests/gpu_tolerances.py",
+        "TILED_VS_WHOLE = 1e-4",
+        "TILED_VS_WHOLE = 1e-6",
+        ("tests/test_gpu_tolerances.py::test_tiles_against_one_window_separate_a_short_halo_from_rounding",),
+    ),
 ]
 
 
