@@ -240,8 +240,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "Upscaler.__call__ without torch.cuda.device",
         "vsr/engine/base.py",
-        "            with torch.cuda.device(self.device):\n                return self._call(y)",
-        "            if True:\n                return self._call(y)",
+        "            with torch.cuda.device(self.device), flags.shared(cuda_flags):\n                return self._call(y)",
+        "            with flags.shared(cuda_flags):\n                return self._call(y)",
         (P + "test_upscaler_runs_its_model_with_its_gpu_current",),
     ),
     Mutation(
