@@ -424,3 +424,7 @@ def test_local_workers_on_a_gpu_build_their_engine_there_with_the_users_choice()
     assert spec.engine == "cuda:1-fp32-compile"
     assert spec_for(on_gpu, 2, backend="auto", precision="auto").precision is None  # auto: resolved in the worker
     assert LocalWorkers(spec, 2).engine == spec.engine  # what the work folder records; no process started yet
+    from vsr.cli.upscale import _segment_workers  # the command passes --backend and --precision on
+
+    workers = _segment_workers(on_gpu, 2, None, lambda text: None, "tensorrt", "fp16")
+    assert (workers.spec.device, workers.spec.backend, workers.spec.precision) == ("cuda:1", "tensorrt", "fp16")
