@@ -27,6 +27,9 @@ def _wait_until_catching(pid: int, signum: int, timeout_s: float = 30.0) -> None
             status = Path(f"/proc/{pid}/status").read_text()
         except FileNotFoundError:
             return  # already gone: the caller sees how it ended
+        state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "?")
+        if state in ("Z", "X"):  # ended (a zombie until communicate() reaps it): the caller sees how
+            return
         mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
         if mask >> (signum - 1) & 1:
             return
