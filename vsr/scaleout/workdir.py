@@ -170,16 +170,24 @@ def check_ours(target: str | Path) -> None:
         raise _foreign_error(target, path, why)
 
 
+def _own_folder(target: Path, notice) -> Path | None:
+    """The work folder of `target` when there is one and it is vsr's; one that is not vsr's is named in a notice."""
+    path = folder_for(target)
+    if not _exists(path):
+        return None
+    why = not_ours(path)
+    if why:
+        notice(_foreign_notice(target, path, why))
+        return None
+    return path
+
+
 def check_stale(target: str | Path, notice=lambda text: None) -> None:
     """The error `WorkFolder.open` gives without --resume, checked early (before workers start). A folder that is
     not vsr's holds no segments of vsr's: it is left alone, with a notice."""
     target = Path(target)
-    path = folder_for(target)
-    if not _exists(path):
-        return
-    why = not_ours(path)
-    if why:
-        notice(_foreign_notice(target, path, why))
+    path = _own_folder(target, notice)
+    if path is None:
         return
     count = len((_manifest(path) or {}).get("parts", {}))
     if count:
@@ -190,12 +198,7 @@ def discard(target: str | Path, notice=lambda text: None) -> None:
     """Delete vsr's files in the work folder of `target` (written by other means with --overwrite), unless a run
     holds it; a folder that is not vsr's is left alone, with a notice."""
     target = Path(target)
-    path = folder_for(target)
-    if not _exists(path):
-        return
-    why = not_ours(path)
-    if why:
-        notice(_foreign_notice(target, path, why))
+    if _own_folder(target, notice) is None:
         return
     try:
         WorkFolder.open(target, {}, resume=False, overwrite=True, notice=notice).finish()
