@@ -115,6 +115,27 @@ def test_each_gpu_task_computes_on_the_gpu_ray_gave_it(tmp_path, cluster, starte
     assert node.shut_down
 
 
+def test_a_task_checks_its_nodes_input_before_anything_and_its_refusal_comes_back_as_itself(tmp_path, cluster):
+    """Issue 25: the task checks the file at its path against the content the driver saw (`_check_input`); the
+    InputError comes back through Ray as itself (RayTaskError.cause), so the driver ends the run, untried again."""
+    import dataclasses
+
+    from vsr.errors import InputError
+    from vsr.scaleout.raytasks import RayWorkers
+
+    cluster.make(gpus=0)
+    (task,) = _tasks(tmp_path, 1)
+    task = dataclasses.replace(task, content=(len(b"not read by the fake run_task") + 1, "0" * 64))
+    workers = RayWorkers("auto", _spec())
+    try:
+        ref = workers.submit(task)
+        with pytest.raises(InputError, match="holds another file at this path"):
+            workers.outcome(ref, task)
+    finally:
+        workers.close()
+    assert cluster.ran == []  # nothing decoded
+
+
 def test_cpu_tasks_reuse_their_process_and_its_upscaler(tmp_path, cluster, monkeypatch):
     """Without GPUs Ray may reuse a worker process (no max_calls), and the upscaler it built stays cached there."""
     import vsr.scaleout.run

@@ -23,12 +23,17 @@ Contract:
   refused, one line): `slots` = the cluster's CPUs; its worker processes are reused, with the upscaler
   cached per process.
 - Data: the weights travel in the object store (one `ray.put` of the `WorkerSpec`, safetensors bytes: no
-  shared disk, no code run on load). The input is read by the task at its path, so on a multi-node cluster it
-  must be at the same path on every node (a shared folder); a task that cannot see it fails with one line
-  that says so. Each encoded part comes back as bytes through the object store and the driver writes it into
-  the work folder (`vsr.scaleout.workdir`): outputs and resume state never need a shared disk.
+  shared disk, no code run on load). The input is read by the task at its absolute path (the driver makes it
+  absolute: a worker runs in the folder its `ray start` ran in), so on a multi-node cluster it must be at the
+  same absolute path on every node (a shared folder). Before decoding, a task checks its node's file against
+  the input's size and the SHA-256 of its first and last MiB as the driver saw them (not its mtime, which a
+  copy has its own of); a task that cannot see the file, or sees another one, fails with one line naming its
+  node (`InputError`), which ends the run: it is not retried. Each encoded part comes back as bytes through
+  the object store and the driver writes it into the work folder (`vsr.scaleout.workdir`): outputs, parts
+  and resume state never need a shared disk (a task writes its part in a temporary folder of its node).
 - Failures: a task's own exception comes back as itself (Ray's `RayTaskError.cause`); a worker process that
-  died (killed, out of memory) is `WorkerDied(broken=False)`: only its segment is tried again. Tasks are not
+  died (killed, out of memory, its node lost) is `WorkerDied(broken=False)` with what happened in words
+  (`_death`, for the retry line): only its segment is tried again. Tasks are not
   retried by Ray (`max_retries=0`): `vsr.scaleout.run` retries once. `close()` cancels what still runs.
 """
 
@@ -71,11 +76,7 @@ def _ray_segment(spec, task, scratch: str | None) -> tuple[bytes, int, list[str]
     the task is killed) or the node's temporary folder."""
     from vsr.scaleout.run import build_upscaler, run_task
 
-    if not Path(task.src).is_file():
-        raise InputError(
-            f"{task.src}: not found on Ray node {socket.gethostname()}; with --ray the input must be at the same "
-            "path on every node (a shared folder)"
-        )
+    _check_input(task)
     warnings: list[str] = []
     if spec.device != "cpu":
         spec = dataclasses.replace(spec, device=_assigned_gpu())
@@ -94,6 +95,36 @@ def _ray_segment(spec, task, scratch: str | None) -> tuple[bytes, int, list[str]
         local = dataclasses.replace(task, part=str(Path(tmp) / f"part{suffix}"))
         frames, more = run_task(local, _cache[key])
         return Path(local.part).read_bytes(), frames, warnings + more
+
+
+def _node() -> str:
+    """This Ray node, as a user can find it: its host name and, where Ray knows it, its IP address."""
+    name = socket.gethostname()
+    try:
+        import ray
+
+        address = ray.util.get_node_ip_address()  # the node's own address inside a task (ray/_private/services.py:811)
+    except Exception:  # noqa: BLE001 - a Ray without it: the host name alone
+        return name
+    return f"{name} ({address})" if address and address != name else name
+
+
+def _check_input(task) -> None:
+    """In a task, before anything is decoded: the input is a file at `task.src` on this node and, when the driver
+    sent its `content` (size and end hashes), holds that content; else `InputError` naming this node. A
+    deterministic mismatch, so the driver ends the run rather than retrying it (`vsr.scaleout.run`). The mtime
+    is not compared: another node's copy of the same file has its own."""
+    from vsr.scaleout.workdir import content_differs
+
+    where = "with --ray the input must be at the same absolute path on every node (a shared folder)"
+    if not Path(task.src).is_file():
+        raise InputError(f"{task.src}: not found on Ray node {_node()}; {where}")
+    if task.content is not None:
+        why = content_differs(task.src, task.content)
+        if why is not None:
+            raise InputError(
+                f"{task.src}: Ray node {_node()} holds another file at this path ({why}); {where}, the same file on each"
+            )
 
 
 def _assigned_gpu() -> str:
@@ -231,7 +262,7 @@ class RayWorkers:
                 raise cause from None
             raise RuntimeError(str(exc).strip().splitlines()[0]) from None
         except (WorkerCrashedError, TaskCancelledError, OutOfMemoryError, NodeDiedError, LocalRayletDiedError) as exc:
-            raise WorkerDied(broken=False) from exc
+            raise WorkerDied(broken=False, why=_death(exc)) from exc
         Path(task.part).write_bytes(data)
         return frames, warnings
 
@@ -254,6 +285,17 @@ class RayWorkers:
             if self._temp is not None:
                 shutil.rmtree(self._temp, ignore_errors=True)
                 self._temp = None
+
+
+def _death(exc: BaseException) -> str:
+    """What a Ray system error says happened to a task's worker, in a few words (the retry line's)."""
+    kinds = {
+        "NodeDiedError": "its Ray node died",
+        "LocalRayletDiedError": "the raylet of its Ray node died",
+        "OutOfMemoryError": "its worker was killed: its Ray node ran out of memory",
+        "TaskCancelledError": "its Ray task was cancelled",
+    }
+    return kinds.get(type(exc).__name__, "its Ray worker process died (killed, or out of memory?)")
 
 
 def _check_reachable(address: str) -> None:
