@@ -150,3 +150,31 @@ def test_after_resume_the_fps_counts_only_this_runs_frames(tmp_path, clip):
 )
 def test_ray_deaths_are_said_in_words(name, words):
     assert _death(type(name, (Exception,), {})()) == words
+
+
+class Growing(FakeWorkers):
+    """A cluster that gains slots while it runs (`capacity()`, as `RayWorkers` reads Ray's resources again)."""
+
+    def __init__(self):
+        super().__init__(slots=1)
+        self.most = 0
+        self.running = 0
+
+    def capacity(self):
+        self.slots = min(3, 1 + len(self.ran))  # a node joins after each finished segment
+        return self.slots
+
+    def submit(self, task):
+        self.running += 1
+        self.most = max(self.most, self.running)
+        return super().submit(task)
+
+    def outcome(self, handle, task):
+        self.running -= 1
+        return super().outcome(handle, task)
+
+
+def test_the_driver_fills_the_slots_the_cluster_has_now(tmp_path, clip):
+    workers = Growing()
+    _segmented(clip, tmp_path / "out.mkv", workers, [])
+    assert sorted(workers.ran) == [0, 1, 2, 3, 4] and workers.most == 3

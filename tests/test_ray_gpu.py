@@ -136,6 +136,29 @@ def test_a_task_checks_its_nodes_input_before_anything_and_its_refusal_comes_bac
     assert cluster.ran == []  # nothing decoded
 
 
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_nodes_that_join_during_a_run_add_task_slots(cluster, monkeypatch, gpus):
+    """Issue 25: slots follow the cluster's GPUs (CPUs without GPUs) as nodes join or leave, said in one line."""
+    import vsr.scaleout.raytasks
+    from vsr.scaleout.raytasks import RayWorkers
+
+    node = cluster.make(gpus=gpus)
+    monkeypatch.setattr(vsr.scaleout.raytasks, "_REREAD_S", 0.0)
+    notes: list[str] = []
+    workers = RayWorkers("auto", _spec(), notice=notes.append)
+    try:
+        assert workers.capacity() == workers.slots == (gpus or 4)
+        if gpus:
+            node.gpus = gpus + 2  # a node with two GPUs joined
+        else:
+            node.cpus = 6  # a node with two CPUs joined
+        unit = "GPU" if gpus else "CPU"
+        assert workers.capacity() == workers.slots == (gpus + 2 if gpus else 6)
+        assert notes[-1] == f"the Ray cluster now has {workers.slots} {unit}s: {workers.slots} task slots (were {gpus or 4})"
+    finally:
+        workers.close()
+
+
 def test_cpu_tasks_reuse_their_process_and_its_upscaler(tmp_path, cluster, monkeypatch):
     """Without GPUs Ray may reuse a worker process (no max_calls), and the upscaler it built stays cached there."""
     import vsr.scaleout.run

@@ -21,7 +21,9 @@ Contract:
   cache after the first build). Without GPUs a task takes one CPU and one torch thread and runs the eager
   backend with the caller's CPU precision plan (`--backend compile`/`tensorrt` and `--precision fp16` are
   refused, one line): `slots` = the cluster's CPUs; its worker processes are reused, with the upscaler
-  cached per process.
+  cached per process. `capacity()` reads the cluster's GPUs (CPUs) again every few seconds: nodes that join
+  during a run get segments as they join (vsr never asks for more than the cluster has, so an autoscaler does
+  not grow the cluster for vsr).
 - Data: the weights travel in the object store (one `ray.put` of the `WorkerSpec`, safetensors bytes: no
   shared disk, no code run on load). The input is read by the task at its absolute path (the driver makes it
   absolute: a worker runs in the folder its `ray start` ran in), so on a multi-node cluster it must be at the
@@ -47,6 +49,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 from vsr.errors import BackendError, InputError, UsageError, install_hint
@@ -57,6 +60,7 @@ _QUIET_ENV = {  # read when ray is imported (ray/_private/ray_constants.py)
     "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1",  # no C++ stack dump on SIGTERM: vsr prints one line
     "RAY_IGNORE_UNHANDLED_ERRORS": "1",  # a cancelled task's error is not logged at exit
 }
+_REREAD_S = 5.0  # how often `RayWorkers.capacity` reads the cluster's resources again
 _cache: dict = {}  # per Ray worker process: (weights digest, engine with its device) -> upscaler
 
 
@@ -219,6 +223,7 @@ class RayWorkers:
                 spec = _cpu_spec(spec, backend, precision, address)
                 options = {"num_cpus": 1, "max_retries": 0}
             self.slots = gpus or cpus
+            self._unit, self._read, self._notice = ("GPU" if gpus else "CPU"), time.monotonic(), notice
             self.engine, self.weights_digest = spec.engine, spec.digest
             self.name = f"Ray at {address}: {self.slots} {'GPU' if gpus else 'CPU'} task slots"
             self._spec = ray.put(spec)
@@ -227,6 +232,25 @@ class RayWorkers:
             self.close()
             raise
         notice(self.name)
+
+    def capacity(self) -> int:
+        """The task slots now: the cluster's GPUs (CPUs without GPUs) read again at most every `_REREAD_S`, so
+        nodes that join during a run (by hand, or an autoscaler's) get segments as they join, and a lost node's
+        slots are no longer counted. `ray.cluster_resources()` sums the live nodes' totals (ray/_private/state.py,
+        GlobalState.cluster_resources, 2.60.0 lines 878-896). A change is said in one line."""
+        now = time.monotonic()
+        if self._ray is None or now - self._read < _REREAD_S:
+            return self.slots
+        self._read = now
+        try:
+            with deferred():
+                count = int(self._ray.cluster_resources().get(self._unit, 0))
+        except Exception:  # noqa: BLE001 - the connection's trouble is wait's and outcome's to report
+            return self.slots
+        if count >= 1 and count != self.slots:
+            self._notice(f"the Ray cluster now has {count} {self._unit}s: {count} task slots (were {self.slots})")
+            self.slots = count
+        return self.slots
 
     def submit(self, task):
         ref = self._remote.remote(self._spec, task, self._temp)

@@ -474,6 +474,7 @@ def _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0) -> 
     tries: dict[tuple[int, int], int] = {}
     running: dict = {}  # handle -> (job, segment, task)
     done = reused
+    capacity = getattr(workers, "capacity", lambda: workers.slots)  # Ray: the cluster's slots now
 
     def warn(job: _Job, message: str) -> None:
         if message not in job.warnings:
@@ -490,7 +491,7 @@ def _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0) -> 
         join_ready(job)  # every part reused
     while queue or running:
         check_stop()
-        while queue and len(running) < workers.slots:
+        while queue and len(running) < capacity():
             job, segment = queue.pop()
             if job.streaming:
                 continue
