@@ -152,6 +152,15 @@ def test_ray_deaths_are_said_in_words(name, words):
     assert _death(type(name, (Exception,), {})()) == words
 
 
+def test_a_lost_nodes_retry_line_names_it():
+    """Ray 2.60's NodeDiedError message (the raylet's, in _raylet.so) names the node's IP."""
+    died = type("NodeDiedError", (Exception,), {"__str__": lambda self: self.args[0]})(
+        "Task failed because the node it was running on is dead or unavailable. Node IP: 10.77.0.3, node ID: "
+        "ab12. This can happen if the node was preempted, ..."
+    )
+    assert _death(died) == "its Ray node 10.77.0.3 died or cannot be reached"
+
+
 class Growing(FakeWorkers):
     """A cluster that gains slots while it runs (`capacity()`, as `RayWorkers` reads Ray's resources again)."""
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -312,7 +313,13 @@ class RayWorkers:
 
 
 def _death(exc: BaseException) -> str:
-    """What a Ray system error says happened to a task's worker, in a few words (the retry line's)."""
+    """What a Ray system error says happened to a task's worker, in a few words (the retry line's). Only a lost
+    node's error names where it ran: Ray 2.60's NodeDiedError carries the raylet's message, "Task failed because
+    the node it was running on is dead or unavailable. Node IP: IP, node ID: ..." (in _raylet.so; deserialized
+    in ray/_private/serialization.py:503-505), while WorkerCrashedError carries nothing (lines 465-466)."""
+    found = re.search(r"Node IP: ([^,\s]+)", str(exc)) if type(exc).__name__ == "NodeDiedError" else None
+    if found:
+        return f"its Ray node {found.group(1)} died or cannot be reached"
     kinds = {
         "NodeDiedError": "its Ray node died",
         "LocalRayletDiedError": "the raylet of its Ray node died",
