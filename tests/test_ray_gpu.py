@@ -159,6 +159,37 @@ def test_nodes_that_join_during_a_run_add_task_slots(cluster, monkeypatch, gpus)
         workers.close()
 
 
+def test_a_head_that_does_not_answer_never_stalls_the_slot_count(cluster, monkeypatch):
+    """Ray's resource call blocks while the head is gone (a minute, or for good): `capacity` waits for it a
+    moment only, keeps its count meanwhile, and takes the answer when it comes."""
+    import threading
+    import time
+
+    import vsr.scaleout.raytasks
+    from vsr.scaleout.raytasks import RayWorkers
+
+    node = cluster.make(gpus=0)
+    monkeypatch.setattr(vsr.scaleout.raytasks, "_REREAD_S", 0.0)
+    workers = RayWorkers("auto", _spec())
+    ray, answer = sys.modules["ray"], threading.Event()
+
+    def blocked():
+        answer.wait(10)
+        return {"CPU": 8.0}
+
+    monkeypatch.setattr(ray, "cluster_resources", blocked)
+    try:
+        t0 = time.monotonic()
+        assert workers.capacity() == 4 and time.monotonic() - t0 < 2
+        answer.set()
+        time.sleep(0.2)  # the thread puts its answer
+        assert workers.capacity() == 8
+    finally:
+        answer.set()
+        workers.close()
+    assert node.shut_down
+
+
 def test_cpu_tasks_reuse_their_process_and_its_upscaler(tmp_path, cluster, monkeypatch):
     """Without GPUs Ray may reuse a worker process (no max_calls), and the upscaler it built stays cached there."""
     import vsr.scaleout.run

@@ -50,6 +50,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -62,6 +63,7 @@ _QUIET_ENV = {  # read when ray is imported (ray/_private/ray_constants.py)
     "RAY_IGNORE_UNHANDLED_ERRORS": "1",  # a cancelled task's error is not logged at exit
 }
 _REREAD_S = 5.0  # how often `RayWorkers.capacity` reads the cluster's resources again
+_ASK_S = 0.5  # how long it waits for the answer (a late one is taken at the next read)
 _cache: dict = {}  # per Ray worker process: (weights digest, engine with its device) -> upscaler
 
 
@@ -225,6 +227,7 @@ class RayWorkers:
                 options = {"num_cpus": 1, "max_retries": 0}
             self.slots = gpus or cpus
             self._unit, self._read, self._notice = ("GPU" if gpus else "CPU"), time.monotonic(), notice
+            self._asking, self._answer = None, None  # capacity()'s thread and its answer
             self.engine, self.weights_digest = spec.engine, spec.digest
             self.name = f"Ray at {address}: {self.slots} {'GPU' if gpus else 'CPU'} task slots"
             self._spec = ray.put(spec)
@@ -238,20 +241,30 @@ class RayWorkers:
         """The task slots now: the cluster's GPUs (CPUs without GPUs) read again at most every `_REREAD_S`, so
         nodes that join during a run (by hand, or an autoscaler's) get segments as they join, and a lost node's
         slots are no longer counted. `ray.cluster_resources()` sums the live nodes' totals (ray/_private/state.py,
-        GlobalState.cluster_resources, 2.60.0 lines 878-896). A change is said in one line."""
+        GlobalState.cluster_resources, 2.60.0 lines 878-896), a blocking call to the head (GlobalStateAccessor
+        get_all_total_resources, line 925): it runs in a thread of its own and is waited for `_ASK_S` at most,
+        so a lost head never stalls the run here nor holds a stop signal; its answer is used when it comes (the
+        connection's trouble is `wait`'s and `outcome`'s to report). A change is said in one line."""
         now = time.monotonic()
         if self._ray is None or now - self._read < _REREAD_S:
             return self.slots
         self._read = now
-        try:
-            with deferred():
-                count = int(self._ray.cluster_resources().get(self._unit, 0))
-        except Exception:  # noqa: BLE001 - the connection's trouble is wait's and outcome's to report
-            return self.slots
-        if count >= 1 and count != self.slots:
+        if self._asking is None or not self._asking.is_alive():
+            self._asking = threading.Thread(target=self._ask, args=(self._ray,), name="vsr-ray-resources", daemon=True)
+            self._asking.start()
+        self._asking.join(_ASK_S)
+        count, self._answer = self._answer, None
+        if count is not None and count >= 1 and count != self.slots:
             self._notice(f"the Ray cluster now has {count} {self._unit}s: {count} task slots (were {self.slots})")
             self.slots = count
         return self.slots
+
+    def _ask(self, ray) -> None:
+        """In the thread `capacity` starts: the cluster's GPU (CPU) count into `_answer`; nothing on failure."""
+        try:
+            self._answer = int(ray.cluster_resources().get(self._unit, 0))
+        except Exception:  # noqa: BLE001,S110 - no answer: the slots stay as they are
+            pass
 
     def submit(self, task):
         ref = self._remote.remote(self._spec, task, self._temp)
