@@ -41,6 +41,16 @@ def test_joined_parts_decode_as_the_streaming_output(tmp_path, suffix, time_base
     assert packets_of(joined, "audio") == packets_of(src, "audio")  # byte-identical, same timestamps
     with av.open(str(joined)) as c:
         assert c.streams.audio[0].metadata.get("language") == "deu"
+    # and read back with the same packet durations (issue 25, item 7: the first audio packet's, which Matroska
+    # infers from the video track's frame rate when it comes before any video) and frame rates
+    assert _timing(joined) == _timing(single)
+
+
+def _timing(path) -> tuple[list, list]:
+    """Every packet's (stream type, pts, dts, duration) as a reader sees them, and the video's average rate."""
+    with av.open(str(path)) as c:
+        packets = [(p.stream.type, p.pts, p.dts, p.duration) for p in c.demux() if p.size]
+        return packets, [s.average_rate for s in c.streams.video]
 
 
 def test_parts_whose_decoding_timestamps_go_back_are_refused(tmp_path):

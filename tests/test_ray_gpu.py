@@ -115,6 +115,81 @@ def test_each_gpu_task_computes_on_the_gpu_ray_gave_it(tmp_path, cluster, starte
     assert node.shut_down
 
 
+def test_a_task_checks_its_nodes_input_before_anything_and_its_refusal_comes_back_as_itself(tmp_path, cluster):
+    """Issue 25: the task checks the file at its path against the content the driver saw (`_check_input`); the
+    InputError comes back through Ray as itself (RayTaskError.cause), so the driver ends the run, untried again."""
+    import dataclasses
+
+    from vsr.errors import InputError
+    from vsr.scaleout.raytasks import RayWorkers
+
+    cluster.make(gpus=0)
+    (task,) = _tasks(tmp_path, 1)
+    task = dataclasses.replace(task, content=(len(b"not read by the fake run_task") + 1, "0" * 64))
+    workers = RayWorkers("auto", _spec())
+    try:
+        ref = workers.submit(task)
+        with pytest.raises(InputError, match="holds another file at this path"):
+            workers.outcome(ref, task)
+    finally:
+        workers.close()
+    assert cluster.ran == []  # nothing decoded
+
+
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_nodes_that_join_during_a_run_add_task_slots(cluster, monkeypatch, gpus):
+    """Issue 25: slots follow the cluster's GPUs (CPUs without GPUs) as nodes join or leave, said in one line."""
+    import vsr.scaleout.raytasks
+    from vsr.scaleout.raytasks import RayWorkers
+
+    node = cluster.make(gpus=gpus)
+    monkeypatch.setattr(vsr.scaleout.raytasks, "_REREAD_S", 0.0)
+    notes: list[str] = []
+    workers = RayWorkers("auto", _spec(), notice=notes.append)
+    try:
+        assert workers.capacity() == workers.slots == (gpus or 4)
+        if gpus:
+            node.gpus = gpus + 2  # a node with two GPUs joined
+        else:
+            node.cpus = 6  # a node with two CPUs joined
+        unit = "GPU" if gpus else "CPU"
+        assert workers.capacity() == workers.slots == (gpus + 2 if gpus else 6)
+        assert notes[-1] == f"the Ray cluster now has {workers.slots} {unit}s: {workers.slots} task slots (were {gpus or 4})"
+    finally:
+        workers.close()
+
+
+def test_a_head_that_does_not_answer_never_stalls_the_slot_count(cluster, monkeypatch):
+    """Ray's resource call blocks while the head is gone (a minute, or for good): `capacity` waits for it a
+    moment only, keeps its count meanwhile, and takes the answer when it comes."""
+    import threading
+    import time
+
+    import vsr.scaleout.raytasks
+    from vsr.scaleout.raytasks import RayWorkers
+
+    node = cluster.make(gpus=0)
+    monkeypatch.setattr(vsr.scaleout.raytasks, "_REREAD_S", 0.0)
+    workers = RayWorkers("auto", _spec())
+    ray, answer = sys.modules["ray"], threading.Event()
+
+    def blocked():
+        answer.wait(10)
+        return {"CPU": 8.0}
+
+    monkeypatch.setattr(ray, "cluster_resources", blocked)
+    try:
+        t0 = time.monotonic()
+        assert workers.capacity() == 4 and time.monotonic() - t0 < 2
+        answer.set()
+        time.sleep(0.2)  # the thread puts its answer
+        assert workers.capacity() == 8
+    finally:
+        answer.set()
+        workers.close()
+    assert node.shut_down
+
+
 def test_cpu_tasks_reuse_their_process_and_its_upscaler(tmp_path, cluster, monkeypatch):
     """Without GPUs Ray may reuse a worker process (no max_calls), and the upscaler it built stays cached there."""
     import vsr.scaleout.run

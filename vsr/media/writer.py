@@ -149,6 +149,12 @@ class VideoWriter:
         try:
             if self._template is not None:
                 stream = self.stream = out.add_stream_from_template(self._template, opaque=True)
+                # The frame rate an encoding writer gives `add_stream`: Matroska writes it as the video track's
+                # DefaultDuration, and a reader infers packet durations from it (the video's, and the first audio
+                # packet's when it comes before any video): without it a joined output reads differently from the
+                # one-process output of the same input (issue 25, item 7).
+                if info.rate:
+                    stream.codec_context.framerate = info.rate
             else:
                 stream = self.stream = out.add_stream(codec, rate=info.rate, options=options)
         except (av.FFmpegError, ValueError) as exc:  # e.g. "'webm' format does not support 'ffv1' codec"

@@ -21,14 +21,21 @@ Contract:
   cache after the first build). Without GPUs a task takes one CPU and one torch thread and runs the eager
   backend with the caller's CPU precision plan (`--backend compile`/`tensorrt` and `--precision fp16` are
   refused, one line): `slots` = the cluster's CPUs; its worker processes are reused, with the upscaler
-  cached per process.
+  cached per process. `capacity()` reads the cluster's GPUs (CPUs) again every few seconds: nodes that join
+  during a run get segments as they join (vsr never asks for more than the cluster has, so an autoscaler does
+  not grow the cluster for vsr).
 - Data: the weights travel in the object store (one `ray.put` of the `WorkerSpec`, safetensors bytes: no
-  shared disk, no code run on load). The input is read by the task at its path, so on a multi-node cluster it
-  must be at the same path on every node (a shared folder); a task that cannot see it fails with one line
-  that says so. Each encoded part comes back as bytes through the object store and the driver writes it into
-  the work folder (`vsr.scaleout.workdir`): outputs and resume state never need a shared disk.
+  shared disk, no code run on load). The input is read by the task at its absolute path (the driver makes it
+  absolute: a worker runs in the folder its `ray start` ran in), so on a multi-node cluster it must be at the
+  same absolute path on every node (a shared folder). Before decoding, a task checks its node's file against
+  the input's size and the SHA-256 of its first and last MiB as the driver saw them (not its mtime, which a
+  copy has its own of); a task that cannot see the file, or sees another one, fails with one line naming its
+  node (`InputError`), which ends the run: it is not retried. Each encoded part comes back as bytes through
+  the object store and the driver writes it into the work folder (`vsr.scaleout.workdir`): outputs, parts
+  and resume state never need a shared disk (a task writes its part in a temporary folder of its node).
 - Failures: a task's own exception comes back as itself (Ray's `RayTaskError.cause`); a worker process that
-  died (killed, out of memory) is `WorkerDied(broken=False)`: only its segment is tried again. Tasks are not
+  died (killed, out of memory, its node lost) is `WorkerDied(broken=False)` with what happened in words
+  (`_death`, for the retry line): only its segment is tried again. Tasks are not
   retried by Ray (`max_retries=0`): `vsr.scaleout.run` retries once. `close()` cancels what still runs.
 """
 
@@ -37,11 +44,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
 import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from vsr.errors import BackendError, InputError, UsageError, install_hint
@@ -52,6 +62,8 @@ _QUIET_ENV = {  # read when ray is imported (ray/_private/ray_constants.py)
     "RAY_DISABLE_FAILURE_SIGNAL_HANDLER": "1",  # no C++ stack dump on SIGTERM: vsr prints one line
     "RAY_IGNORE_UNHANDLED_ERRORS": "1",  # a cancelled task's error is not logged at exit
 }
+_REREAD_S = 5.0  # how often `RayWorkers.capacity` reads the cluster's resources again
+_ASK_S = 0.5  # how long it waits for the answer (a late one is taken at the next read)
 _cache: dict = {}  # per Ray worker process: (weights digest, engine with its device) -> upscaler
 
 
@@ -71,11 +83,7 @@ def _ray_segment(spec, task, scratch: str | None) -> tuple[bytes, int, list[str]
     the task is killed) or the node's temporary folder."""
     from vsr.scaleout.run import build_upscaler, run_task
 
-    if not Path(task.src).is_file():
-        raise InputError(
-            f"{task.src}: not found on Ray node {socket.gethostname()}; with --ray the input must be at the same "
-            "path on every node (a shared folder)"
-        )
+    _check_input(task)
     warnings: list[str] = []
     if spec.device != "cpu":
         spec = dataclasses.replace(spec, device=_assigned_gpu())
@@ -94,6 +102,36 @@ def _ray_segment(spec, task, scratch: str | None) -> tuple[bytes, int, list[str]
         local = dataclasses.replace(task, part=str(Path(tmp) / f"part{suffix}"))
         frames, more = run_task(local, _cache[key])
         return Path(local.part).read_bytes(), frames, warnings + more
+
+
+def _node() -> str:
+    """This Ray node, as a user can find it: its host name and, where Ray knows it, its IP address."""
+    name = socket.gethostname()
+    try:
+        import ray
+
+        address = ray.util.get_node_ip_address()  # the node's own address inside a task (ray/_private/services.py:811)
+    except Exception:  # noqa: BLE001 - a Ray without it: the host name alone
+        return name
+    return f"{name} ({address})" if address and address != name else name
+
+
+def _check_input(task) -> None:
+    """In a task, before anything is decoded: the input is a file at `task.src` on this node and, when the driver
+    sent its `content` (size and end hashes), holds that content; else `InputError` naming this node. A
+    deterministic mismatch, so the driver ends the run rather than retrying it (`vsr.scaleout.run`). The mtime
+    is not compared: another node's copy of the same file has its own."""
+    from vsr.scaleout.workdir import content_differs
+
+    where = "with --ray the input must be at the same absolute path on every node (a shared folder)"
+    if not Path(task.src).is_file():
+        raise InputError(f"{task.src}: not found on Ray node {_node()}; {where}")
+    if task.content is not None:
+        why = content_differs(task.src, task.content)
+        if why is not None:
+            raise InputError(
+                f"{task.src}: Ray node {_node()} holds another file at this path ({why}); {where}, the same file on each"
+            )
 
 
 def _assigned_gpu() -> str:
@@ -188,6 +226,8 @@ class RayWorkers:
                 spec = _cpu_spec(spec, backend, precision, address)
                 options = {"num_cpus": 1, "max_retries": 0}
             self.slots = gpus or cpus
+            self._unit, self._read, self._notice = ("GPU" if gpus else "CPU"), time.monotonic(), notice
+            self._asking, self._answer = None, None  # capacity()'s thread and its answer
             self.engine, self.weights_digest = spec.engine, spec.digest
             self.name = f"Ray at {address}: {self.slots} {'GPU' if gpus else 'CPU'} task slots"
             self._spec = ray.put(spec)
@@ -196,6 +236,35 @@ class RayWorkers:
             self.close()
             raise
         notice(self.name)
+
+    def capacity(self) -> int:
+        """The task slots now: the cluster's GPUs (CPUs without GPUs) read again at most every `_REREAD_S`, so
+        nodes that join during a run (by hand, or an autoscaler's) get segments as they join, and a lost node's
+        slots are no longer counted. `ray.cluster_resources()` sums the live nodes' totals (ray/_private/state.py,
+        GlobalState.cluster_resources, 2.60.0 lines 878-896), a blocking call to the head (GlobalStateAccessor
+        get_all_total_resources, line 925): it runs in a thread of its own and is waited for `_ASK_S` at most,
+        so a lost head never stalls the run here nor holds a stop signal; its answer is used when it comes (the
+        connection's trouble is `wait`'s and `outcome`'s to report). A change is said in one line."""
+        now = time.monotonic()
+        if self._ray is None or now - self._read < _REREAD_S:
+            return self.slots
+        self._read = now
+        if self._asking is None or not self._asking.is_alive():
+            self._asking = threading.Thread(target=self._ask, args=(self._ray,), name="vsr-ray-resources", daemon=True)
+            self._asking.start()
+        self._asking.join(_ASK_S)
+        count, self._answer = self._answer, None
+        if count is not None and count >= 1 and count != self.slots:
+            self._notice(f"the Ray cluster now has {count} {self._unit}s: {count} task slots (were {self.slots})")
+            self.slots = count
+        return self.slots
+
+    def _ask(self, ray) -> None:
+        """In the thread `capacity` starts: the cluster's GPU (CPU) count into `_answer`; nothing on failure."""
+        try:
+            self._answer = int(ray.cluster_resources().get(self._unit, 0))
+        except Exception:  # noqa: BLE001,S110 - no answer: the slots stay as they are
+            pass
 
     def submit(self, task):
         ref = self._remote.remote(self._spec, task, self._temp)
@@ -231,7 +300,7 @@ class RayWorkers:
                 raise cause from None
             raise RuntimeError(str(exc).strip().splitlines()[0]) from None
         except (WorkerCrashedError, TaskCancelledError, OutOfMemoryError, NodeDiedError, LocalRayletDiedError) as exc:
-            raise WorkerDied(broken=False) from exc
+            raise WorkerDied(broken=False, why=_death(exc)) from exc
         Path(task.part).write_bytes(data)
         return frames, warnings
 
@@ -254,6 +323,23 @@ class RayWorkers:
             if self._temp is not None:
                 shutil.rmtree(self._temp, ignore_errors=True)
                 self._temp = None
+
+
+def _death(exc: BaseException) -> str:
+    """What a Ray system error says happened to a task's worker, in a few words (the retry line's). Only a lost
+    node's error names where it ran: Ray 2.60's NodeDiedError carries the raylet's message, "Task failed because
+    the node it was running on is dead or unavailable. Node IP: IP, node ID: ..." (in _raylet.so; deserialized
+    in ray/_private/serialization.py:503-505), while WorkerCrashedError carries nothing (lines 465-466)."""
+    found = re.search(r"Node IP: ([^,\s]+)", str(exc)) if type(exc).__name__ == "NodeDiedError" else None
+    if found:
+        return f"its Ray node {found.group(1)} died or cannot be reached"
+    kinds = {
+        "NodeDiedError": "its Ray node died",
+        "LocalRayletDiedError": "the raylet of its Ray node died",
+        "OutOfMemoryError": "its worker was killed: its Ray node ran out of memory",
+        "TaskCancelledError": "its Ray task was cancelled",
+    }
+    return kinds.get(type(exc).__name__, "its Ray worker process died (killed, or out of memory?)")
 
 
 def _check_reachable(address: str) -> None:

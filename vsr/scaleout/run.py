@@ -13,9 +13,13 @@ Contract:
   removed. Returns one `VideoSummary` per pair.
 - Before any work every output is checked as the streaming path checks it (exists, same as input, folder) and
   a trial writer opens the encoder and the output format, so option and format errors come at once, as
-  usual. A worker's `VsrError` ends the run as it is; any other failure of a segment is retried once, then
-  ends the run naming the segment; a worker process that dies (killed, out of memory) makes the pool start
-  anew, its segments charged one try each. A stop signal ends the run at once (workers killed).
+  usual. Each task gets the input's absolute path (a Ray worker runs in another folder, maybe on another node)
+  and its content identity (`vsr.scaleout.workdir.content_identity`), which a Ray task checks before decoding.
+  A worker's `VsrError` (such as that check's `InputError`) ends the run as it is; any other failure of a
+  segment is retried once, with a notice (`segment K of N of OUT: why; retrying`), then ends the run naming the
+  segment (saying the finished ones are kept only when some are); a worker process that dies (killed, out of
+  memory) makes the pool start anew, its segments charged one try each. A stop signal ends the run at once
+  (workers killed).
 - On an error or a stop, each unfinished output's finished parts stay in its work folder and a notice says
   how many and that the same command with --resume continues; when no output kept any, a notice says that
   nothing was kept to resume. Nothing is ever left at an output's path.
@@ -28,7 +32,8 @@ Contract:
   to the frames the probe listed: `SegmentError`) is upscaled by the streaming path
   (`vsr.pipeline.video.upscale_video`, with the caller's `upscaler`) with a notice: the output is the same.
 - `progress(event)` gets one "start" (all files' frames, those reused included as `done_frames`), "progress"
-  (frames done of the total, fps of this run's work) and "done" events, and "warning" events for the workers'
+  (frames done of the total, fps of this run's work) and "done" events (its fps, and each summary's, count only
+  this run's frames, not those reused by --resume), and "warning" events for the workers'
   warnings and notices.
 """
 
@@ -53,7 +58,7 @@ from vsr.media.reader import SegmentError
 from vsr.media.writer import EncoderOptions
 from vsr.pipeline.video import VideoSummary, _check_target, check_encoding, upscale_video
 from vsr.scaleout.segments import Segment, plan, probe
-from vsr.scaleout.workdir import WorkFolder, check_ours, check_stale, input_identity
+from vsr.scaleout.workdir import WorkFolder, check_ours, check_stale, content_identity, input_identity
 from vsr.signals import check as check_stop
 from vsr.signals import deferred, held
 
@@ -147,7 +152,10 @@ def build_upscaler(spec: WorkerSpec, notice=lambda text: None):
 
 @dataclass(frozen=True)
 class SegmentTask:
-    """One segment to encode into `part` (a path the worker can write, or for Ray a name only)."""
+    """One segment to encode into `part` (a path the worker can write, or for Ray a name only). `src` is absolute
+    (a task may run in another working directory, on another node); `content` is the input's
+    `vsr.scaleout.workdir.content_identity` as the driver saw it, which a Ray task checks its node's copy against
+    before decoding (None: no check)."""
 
     src: str
     segment: Segment
@@ -156,6 +164,7 @@ class SegmentTask:
     enc: EncoderOptions
     fmt: str | None  # the output's container format
     label: str  # the output's name, for errors
+    content: tuple[int, str] | None = None
 
 
 def run_task(task: SegmentTask, upscaler, stop=None) -> tuple[int, list[str]]:
@@ -297,11 +306,13 @@ class LocalWorkers:
 
 class WorkerDied(Exception):
     """A worker process ended abruptly (killed, out of memory, crashed). `broken`: every running task is lost
-    with it and the workers must be restarted (a process pool); else only this task (Ray)."""
+    with it and the workers must be restarted (a process pool); else only this task (Ray). `why`: what happened,
+    in a few words ("its worker process died", "its Ray node died", ...)."""
 
-    def __init__(self, broken: bool = True):
-        super().__init__("a worker process died: killed, or out of memory?")
+    def __init__(self, broken: bool = True, why: str = "its worker process died: killed, or out of memory?"):
+        super().__init__(why)
         self.broken = broken
+        self.why = why
 
 
 @dataclass
@@ -319,7 +330,8 @@ class _Job:
     warnings: list[str] = field(default_factory=list)
     streaming: str | None = None  # why the streaming path takes it
     summary: VideoSummary | None = None
-    reused: int = 0
+    reused: int = 0  # segments reused from an earlier run (--resume)
+    reused_frames: int = 0  # their frames: in the output, but not this run's work (not in its fps)
     started: float | None = None  # perf_counter when its first segment went to a worker: its own time starts then
 
     @property
@@ -381,6 +393,7 @@ def _open_folder(job: _Job, scale, enc, workers, resume, overwrite, notice) -> N
         if part is not None:
             job.parts[segment.index] = part
     job.reused = len(job.parts)
+    job.reused_frames = sum(s.frames for s in job.segments if s.index in job.parts)
     if resume and job.reused:
         notice(f"{job.src}: reusing {job.reused} of {len(job.segments)} segments from an earlier run")
     elif resume and offered:
@@ -461,6 +474,7 @@ def _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0) -> 
     tries: dict[tuple[int, int], int] = {}
     running: dict = {}  # handle -> (job, segment, task)
     done = reused
+    capacity = getattr(workers, "capacity", lambda: workers.slots)  # Ray: the cluster's slots now
 
     def warn(job: _Job, message: str) -> None:
         if message not in job.warnings:
@@ -471,20 +485,21 @@ def _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0) -> 
         if job.streaming or job.summary is not None or len(job.parts) < len(job.segments):
             return
         _join(job, enc, lambda message: warn(job, message))
-        job.summary = _summary(job, job.frames, time.perf_counter() - (job.started or t0))
+        job.summary = _summary(job, job.frames, time.perf_counter() - (job.started or t0), job.reused_frames)
 
     for job in jobs:
         join_ready(job)  # every part reused
     while queue or running:
         check_stop()
-        while queue and len(running) < workers.slots:
+        while queue and len(running) < capacity():
             job, segment = queue.pop()
             if job.streaming:
                 continue
             if job.started is None:
                 job.started = time.perf_counter()
             part = job.folder.writing_path(segment.index, f"-{os.getpid()}")
-            task = SegmentTask(job.src, segment, str(part), scale, enc, job.fmt, job.dst)
+            content = content_identity(job.folder.run["input"])
+            task = SegmentTask(os.path.abspath(job.src), segment, str(part), scale, enc, job.fmt, job.dst, content)
             running[workers.submit(task)] = (job, segment, task)
         finished = workers.wait(list(running), 0.2)
         died = []
@@ -502,11 +517,11 @@ def _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0) -> 
                 if exc.broken:
                     died.append((job, segment))
                 else:
-                    _charge(tries, job, segment, str(exc))
+                    _charge(tries, jobs, job, segment, exc.why, notice)
                     queue.append((job, segment))
                 continue
             except Exception as exc:  # noqa: BLE001 - anything else is retried once
-                _charge(tries, job, segment, f"{type(exc).__name__}: {exc}")
+                _charge(tries, jobs, job, segment, f"{type(exc).__name__}: {exc}", notice)
                 queue.append((job, segment))
                 continue
             if job.streaming:
@@ -524,8 +539,9 @@ def _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0) -> 
             died += [(j, s) for j, s, _ in running.values()]
             running.clear()
             workers.restart()
-            for job, segment in died:
-                _charge(tries, job, segment, str(WorkerDied()))
+            for n, (job, segment) in enumerate(died):
+                why = WorkerDied().why if n == 0 else "a worker process died with it (the pool restarts)"
+                _charge(tries, jobs, job, segment, why, notice)
                 queue.append((job, segment))
     if workers is not None:
         workers.close()
@@ -536,17 +552,23 @@ def _run(jobs, scale, workers, upscaler, enc, overwrite, report, notice, t0) -> 
     elapsed = time.perf_counter() - t0
     frames = sum(job.summary.frames for job in jobs)
     if first is not None:
-        report({"event": "done", "frames": frames, "elapsed_s": elapsed, "fps": frames / elapsed if elapsed else 0.0,
+        work = frames - reused  # this run's frames: those reused from an earlier run took no time
+        report({"event": "done", "frames": frames, "elapsed_s": elapsed, "fps": work / elapsed if elapsed else 0.0,
                 "dst": first.dst})  # fmt: skip
 
 
-def _charge(tries: dict, job: _Job, segment: Segment, why: str) -> None:
+def _charge(tries: dict, jobs: list[_Job], job: _Job, segment: Segment, why: str, notice) -> None:
+    """A segment failed (`why`, a few words): the first time one line says it is tried again; the second time
+    the run ends (`VsrError`), saying the finished segments are kept only when some are."""
     key = (id(job), segment.index)
     tries[key] = tries.get(key, 0) + 1
-    if tries[key] >= 2:
-        n = len(job.segments)
-        why = (why.strip().splitlines() or ["?"])[0]
-        raise VsrError(f"{job.src}: segment {segment.index + 1} of {n} failed twice ({why}); the finished ones are kept")
+    n = len(job.segments)
+    why = (why.strip().splitlines() or ["?"])[0]
+    if tries[key] < 2:
+        notice(f"segment {segment.index + 1} of {n} of {job.dst}: {why}; retrying")
+        return
+    kept = "; the finished ones are kept" if any(j.parts and j.summary is None for j in jobs) else ""
+    raise VsrError(f"{job.src}: segment {segment.index + 1} of {n} failed twice ({why}){kept}")
 
 
 def _join(job: _Job, enc: EncoderOptions, warn) -> None:
@@ -588,8 +610,9 @@ def _stream(job: _Job, scale, upscaler, enc, overwrite, report, notice) -> None:
     )  # fmt: skip
 
 
-def _summary(job: _Job, frames: int, elapsed_s: float) -> VideoSummary:
+def _summary(job: _Job, frames: int, elapsed_s: float, reused: int = 0) -> VideoSummary:
+    """`frames`: all of the output's; `reused` of them came from an earlier run and do not count in its fps."""
     return VideoSummary(
-        frames=frames, elapsed_s=elapsed_s, fps=frames / elapsed_s if elapsed_s else 0.0, in_size=job.in_size,
+        frames=frames, elapsed_s=elapsed_s, fps=(frames - reused) / elapsed_s if elapsed_s else 0.0, in_size=job.in_size,
         out_size=job.out_size, codec=job.codec, pix_fmt=job.pix_fmt, dst=job.dst, warnings=tuple(job.warnings),
     )  # fmt: skip

@@ -17,7 +17,8 @@ Contract:
 - `WorkFolder.open(target, run, resume, overwrite, notice)` takes the folder `.<target name>.vsr-work` beside
   `target` (hidden, named after it, the same on every host that sees the folder) and locks it (`flock` on its
   `lock` file: a second run writing the same target gets `OutputError`). `run` is a JSON-able dict that
-  identifies the run: input identity (`input_identity`), options, weights hash, engine. `found` is how many
+  identifies the run: input identity (`input_identity`; its `content_identity`, size and end hashes, is what
+  each Ray task checks its node's copy against, `content_differs`), options, weights hash, engine. `found` is how many
   finished parts an earlier run had left in it (0: no earlier work). An existing folder with parts:
   - without `resume`: an error (`OutputError`) that says how many finished segments it holds and to add
     `--resume` or `--overwrite`; with `overwrite` vsr's files in it are deleted, with a notice. Never used
@@ -74,13 +75,35 @@ def input_identity(src: str | Path) -> dict:
     SHA-256 of its first and last MiB (a file copied elsewhere with its times kept is still the same)."""
     path = Path(src).resolve()
     st = path.stat()
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ends_sha256": _ends_sha256(path, st.st_size)}
+
+
+def _ends_sha256(path: Path, size: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         h.update(f.read(_CHUNK))
-        if st.st_size > _CHUNK:
-            f.seek(max(_CHUNK, st.st_size - _CHUNK))
+        if size > _CHUNK:
+            f.seek(max(_CHUNK, size - _CHUNK))
             h.update(f.read(_CHUNK))
-    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ends_sha256": h.hexdigest()}
+    return h.hexdigest()
+
+
+def content_identity(identity: dict) -> tuple[int, str]:
+    """The part of an `input_identity` that another machine's copy of the same file shares: (size, SHA-256 of
+    its first and last MiB). Path and modification time are left out: a copy on another node has its own mtime
+    (unless copied with its times kept), and the path is the one the task opens."""
+    return identity["size"], identity["ends_sha256"]
+
+
+def content_differs(src: str | Path, expected: tuple[int, str]) -> str | None:
+    """Why the file at `src` is not the content `expected` (a `content_identity`) describes, in a few words,
+    or None when it is (same size, same SHA-256 of its first and last MiB)."""
+    size = os.stat(src).st_size
+    if size != expected[0]:
+        return f"{size} bytes here, {expected[0]} where vsr was started"
+    if _ends_sha256(Path(src), size) != expected[1]:
+        return "same size, but other bytes at its start or end"
+    return None
 
 
 def _bounds(segment: Segment) -> list[int]:
