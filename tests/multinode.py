@@ -18,8 +18,10 @@ Contract:
 - `tasks(k)` is the set of Ray task names running on host k now (the `ray::<name>` process titles Ray gives a
   worker while it runs a task); `Watcher(cluster)` records them in the background.
 - Teardown, whatever happens (exit of the `with`, an exception, an `atexit` when the interpreter ends early):
-  every host's PID namespace is killed and every namespace and link deleted. `unavailable()` says why such a
-  cluster cannot be built here (not root, no `ip`/`unshare`/`nsenter`, namespaces refused), or None.
+  every host's PID namespace is killed and every namespace and link deleted. What a run killed outright left
+  (namespaces named after a process that is gone) is removed when the next cluster is built (`sweep`).
+- `unavailable()` says why such a cluster cannot be built here (not root, no `ip`/`unshare`/`nsenter`, namespaces
+  refused), or None.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class Cluster:
         return f"{self.prefix}-{k}"
 
     def __enter__(self) -> Cluster:
+        sweep()
         atexit.register(self.close)
         try:
             self._network()
@@ -283,7 +286,7 @@ class Cluster:
             self.kill(k)
         self.inits.clear()
         for ns in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=20)
+            _delete(ns)
         self.namespaces.clear()
         atexit.unregister(self.close)
 
@@ -311,6 +314,29 @@ class Watcher:
             for k in self.seen:
                 self.seen[k] |= self.cluster.tasks(k)
             self._stop.wait(0.02)
+
+
+def _delete(ns: str) -> None:
+    """Kill whatever still runs in network namespace `ns` (`ip netns pids`), then delete it (and its links)."""
+    r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=20)
+    for pid in r.stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=20)
+
+
+def sweep() -> None:
+    """Remove what an earlier run killed before its teardown (SIGKILL, a lost machine) left: the namespaces of a
+    process that no longer exists."""
+    import re
+
+    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=20)
+    for line in r.stdout.splitlines():
+        m = re.match(r"(vsr-mn-(\d+)-\S+)", line)
+        if m and not Path(f"/proc/{m.group(2)}").exists():
+            _delete(m.group(1))
 
 
 def _readline(proc: subprocess.Popen, timeout: float) -> str:
