@@ -50,6 +50,7 @@ command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
 command -v xdotool >/dev/null 2>&1 || missing+=(xdotool)
 command -v import >/dev/null 2>&1 || missing+=(imagemagick)
 command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg) # tests/test_formats.py makes its inputs with ffmpeg's own tool
+command -v ip >/dev/null 2>&1 || missing+=(iproute2) # tests/test_multinode.py: a Ray cluster of network namespaces
 if [ ${#missing[@]} -gt 0 ]; then
   if can_apt; then
     apt_install "${missing[@]}" || echo "tests/run.sh: could not install ${missing[*]}; the tests that need them skip" >&2
