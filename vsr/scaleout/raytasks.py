@@ -45,6 +45,7 @@ import tempfile
 from pathlib import Path
 
 from vsr.errors import BackendError, InputError, UsageError, install_hint
+from vsr.scaleout.rayconnect import CLIENT_ENV, DRIVER_ENV, Heartbeat, check_address
 from vsr.signals import deferred, held
 
 _QUIET_ENV = {  # read when ray is imported (ray/_private/ray_constants.py)
@@ -55,8 +56,9 @@ _QUIET_ENV = {  # read when ray is imported (ray/_private/ray_constants.py)
 _cache: dict = {}  # per Ray worker process: (weights digest, engine with its device) -> upscaler
 
 
-def _import_ray():
-    for key, value in _QUIET_ENV.items():
+def _import_ray(address: str = "local"):
+    extra = {} if address == "local" else {**DRIVER_ENV, **(CLIENT_ENV if address.startswith("ray://") else {})}
+    for key, value in {**_QUIET_ENV, **extra}.items():
         os.environ.setdefault(key, value)
     try:
         import ray
@@ -139,9 +141,13 @@ class RayWorkers:
     spec's model is built from them on the cluster's GPUs)."""
 
     def __init__(self, address: str, spec, notice=lambda text: None, backend: str = "auto", precision: str | None = None):
-        ray = self._ray = _import_ray()
+        self._address, self._lost = address, False
         self._refs: list = []
         self._temp = None
+        if address != "local":  # before Ray is imported: an address that does not answer fails in seconds
+            check_address(address)
+        ray = self._ray = _import_ray(address)
+        self._heartbeat = Heartbeat(address)
         kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.CRITICAL}
         if address == "local":
             from vsr.scaleout.run import cores
@@ -151,8 +157,6 @@ class RayWorkers:
             os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
             self._temp = tempfile.mkdtemp(prefix="vsr-ray-")
             kwargs.update(num_cpus=cores(), _temp_dir=self._temp)
-        else:
-            _check_reachable(address)
         term = signal.getsignal(signal.SIGTERM)
         # ray.init installs a SIGTERM handler that calls sys.exit (ray/_private/worker.py, init: "sigterm_handler",
         # through ray._private.utils.set_sigterm_handler): a SIGTERM during the start would skip vsr's clean-up.
@@ -198,16 +202,35 @@ class RayWorkers:
         notice(self.name)
 
     def submit(self, task):
-        ref = self._remote.remote(self._spec, task, self._temp)
+        try:
+            ref = self._remote.remote(self._spec, task, self._temp)
+        except ConnectionError as exc:  # Ray Client: the connection is gone
+            raise self._gone(exc) from None
         self._refs.append(ref)
         return ref
 
     def wait(self, handles, timeout: float):
         if not handles:
             return []
-        with deferred():  # Ray's C++ wait calls the signal handler: an exception raised there is mangled
-            done, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
+        try:
+            with deferred():  # Ray's C++ wait calls the signal handler: an exception raised there is mangled
+                done, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
+        except ConnectionError as exc:  # Ray Client: "Client is shutting down." and the like
+            raise self._gone(exc) from None
+        if not done:
+            gone = self._heartbeat.lost()
+            if gone is not None:
+                raise self._gone(f"its head has not answered for {gone:.0f} s")
         return done
+
+    def _gone(self, why) -> BackendError:
+        """The cluster or the Ray Client connection is lost: `close()` then calls no Ray API that needs it."""
+        self._lost = True
+        why = (str(why).strip().splitlines() or [type(why).__name__])[0]
+        return BackendError(
+            f"lost the Ray cluster at {self._address} ({why}); the segments done are kept, and the same command "
+            "with --resume continues once it is back"
+        )
 
     def outcome(self, ref, task) -> tuple[int, list[str]]:
         from ray.exceptions import (
@@ -232,6 +255,8 @@ class RayWorkers:
             raise RuntimeError(str(exc).strip().splitlines()[0]) from None
         except (WorkerCrashedError, TaskCancelledError, OutOfMemoryError, NodeDiedError, LocalRayletDiedError) as exc:
             raise WorkerDied(broken=False) from exc
+        except ConnectionError as exc:  # Ray Client: the connection is gone
+            raise self._gone(exc) from None
         Path(task.part).write_bytes(data)
         return frames, warnings
 
@@ -243,7 +268,7 @@ class RayWorkers:
         try:
             if ray is not None:
                 with held():
-                    for ref in self._refs:
+                    for ref in [] if getattr(self, "_lost", False) else self._refs:
                         try:
                             ray.cancel(ref, force=True)
                         except Exception:  # noqa: BLE001,S110 - finished or gone already
@@ -254,16 +279,3 @@ class RayWorkers:
             if self._temp is not None:
                 shutil.rmtree(self._temp, ignore_errors=True)
                 self._temp = None
-
-
-def _check_reachable(address: str) -> None:
-    """A HOST:PORT nobody answers on makes ray.init retry for minutes (ray/_private/node.py): fail in seconds."""
-    if "://" in address or address == "auto" or ":" not in address:
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        hint = "start one with 'ray start --head' or check --ray"
-        raise BackendError(f"no Ray cluster answers at {address} ({reason}); {hint}") from None
