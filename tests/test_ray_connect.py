@@ -1,8 +1,9 @@
 """`vsr upscale --ray ADDRESS`: what a user sees when the address is wrong or the cluster goes away
 (vsr.scaleout.rayconnect, the connection side of vsr.scaleout.raytasks). Real Ray, real processes: a TCP server
-that is not Ray, a gRPC port of another kind (a raylet's), an unreachable Ray Client address, and a real
-`ray start --head` on a free port whose GCS is killed mid-run. Each head has a private temporary folder and HOME
-and is stopped (`ray stop` for its folder, then its processes killed) whatever happens."""
+that is not Ray, a gRPC port of another kind (a raylet's), an unreachable Ray Client address, a real
+`ray start --head` on a free port whose GCS is killed mid-run, and vsr in a PID namespace of its own (a machine
+that is not a node). Each head has a private temporary folder and HOME; its processes (those naming its folder, and
+their children) are killed whatever happens, never with `ray stop`, which would stop every Ray on the machine."""
 
 from __future__ import annotations
 
@@ -156,13 +157,36 @@ class _Head:
         ]
 
     def stop(self):
-        subprocess.run([RAY, "stop", "--force"], env={**self.env, "RAY_TMPDIR": self.temp}, capture_output=True, timeout=60)
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        """Kills this head's processes and their children only: `ray stop` would kill every Ray process on the
+        machine (ray/scripts/scripts.py, stop: psutil.process_iter by name), other users' included."""
+        for _ in range(3):
+            pids = set(self.pids())
+            pids |= _descendants(pids)
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.2)
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def _descendants(pids: set[int]) -> set[int]:
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found, grew = set(), True
+    while grew:
+        grew = False
+        for pid, ppid in parent.items():
+            if (ppid in pids or ppid in found) and pid not in found and pid not in pids:
+                found.add(pid)
+                grew = True
+    return found
 
 
 @pytest.fixture
