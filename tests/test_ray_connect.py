@@ -53,9 +53,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class _NotRay:
+    def __init__(self, address: str, held: list):
+        self.address, self.held = address, held
+
+
 @pytest.fixture
 def not_ray():
-    """A TCP server that accepts connections and never answers (an SSH or database port given by mistake)."""
+    """A TCP server that accepts connections and never answers (an SSH or database port given by mistake); `held`
+    lists the connections it accepted."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(64)
@@ -71,7 +77,7 @@ def not_ray():
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield f"127.0.0.1:{server.getsockname()[1]}"
+    yield _NotRay(f"127.0.0.1:{server.getsockname()[1]}", held)
     stop.set()
     thread.join()
     for conn in held:
@@ -89,18 +95,23 @@ def _args(clip, address, *more):
 
 
 def test_a_tcp_port_that_is_not_ray_fails_in_seconds_in_one_line(clip, weights, not_ray, tmp_path):
-    code, err, took = _run(*_args(clip, not_ray, "--weights", weights), limit=30, HOME=str(tmp_path))
+    code, err, took = _run(*_args(clip, not_ray.address, "--weights", weights), limit=30, HOME=str(tmp_path))
     assert code == 5 and err.count("\n") == 1, err
-    assert f"{not_ray} accepts connections but is not a Ray cluster's GCS" in err
+    assert f"{not_ray.address} accepts connections but is not a Ray cluster's GCS" in err
     assert took < 15, took
     assert not (tmp_path / ".ray").exists()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_signal_ends_the_connect_at_once(clip, weights, not_ray, signum):
-    proc = _start(*_args(clip, not_ray, "--weights", weights))
+    """The signal comes once vsr has connected to the port, while it checks it (Ray would retry for minutes)."""
+    proc = _start(*_args(clip, not_ray.address, "--weights", weights))
     try:
-        time.sleep(3)  # vsr is importing Ray or checking the address by now
+        deadline = time.monotonic() + 60
+        while not not_ray.held and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert not_ray.held, "vsr never connected"
+        time.sleep(0.5)
         sent = time.monotonic()
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=30)

@@ -41,7 +41,11 @@ DRIVER_ENV = {
     "RAY_gcs_rpc_server_reconnect_timeout_s": "600",  # Ray's own exit on a lost GCS comes after vsr's (Heartbeat)
     "RAY_task_events_shutdown_flush_timeout_ms": "1000",  # ray.shutdown with the GCS gone: 1 s, not 5 s
 }
-CLIENT_ENV = {"RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "3", "RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S": "3"}
+CLIENT_ENV = {
+    "RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "3",
+    "RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S": "3",
+    "RAY_CLIENT_RECONNECT_GRACE_PERIOD": "5",  # a lost connection: Ray Client tries again for 5 s, not 30 s
+}
 _PROBE_ENV = {
     "RAY_py_gcs_connect_timeout_s": "1",
     "RAY_gcs_rpc_server_connect_timeout_s": "1",
@@ -144,6 +148,15 @@ def _probe(address: str) -> dict:
         return json.loads(out[-1])
     except (IndexError, ValueError):
         return {"gcs": False, "error": f"the check ended with status {proc.returncode}"}
+
+
+def quiet_client() -> None:
+    """Ray Client's own warnings on a lost connection ("Log channel is reconnecting...", from loggers of their own
+    that do not propagate: ray/util/client/logsclient.py 20-24, 83) are not printed: vsr says it in one line."""
+    import logging
+
+    for name in ("ray.util.client", "ray.util.client.logsclient", "ray.util.client.dataclient", "ray.util.client.worker"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 class Heartbeat:

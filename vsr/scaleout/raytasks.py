@@ -45,7 +45,7 @@ import tempfile
 from pathlib import Path
 
 from vsr.errors import BackendError, InputError, UsageError, install_hint
-from vsr.scaleout.rayconnect import CLIENT_ENV, DRIVER_ENV, Heartbeat, check_address
+from vsr.scaleout.rayconnect import CLIENT_ENV, DRIVER_ENV, Heartbeat, check_address, quiet_client
 from vsr.signals import deferred, held
 
 _QUIET_ENV = {  # read when ray is imported (ray/_private/ray_constants.py)
@@ -178,6 +178,8 @@ class RayWorkers:
             if set_handler is not None:
                 utils.set_sigterm_handler = set_handler
             signal.signal(signal.SIGTERM, term)  # in case another path installed one
+        if address.startswith("ray://"):
+            quiet_client()  # after ray.init, which sets up Ray's loggers
         hook = getattr(getattr(ray, "_private", None), "worker", None)
         if hook is not None and hasattr(hook, "print_to_stdstream"):  # "(raylet) ..." lines on stdout: no switch
             hook.print_to_stdstream = lambda *args, **kwargs: None
