@@ -5,9 +5,14 @@ Contract:
   machine (all its cores, no dashboard, its session files in a temporary folder removed by `close()`, which
   shuts it down); any other address is passed to `ray.init` as it is (`HOST:PORT` of a running cluster's
   head, from one of its nodes; `ray://HOST:10001` for Ray Client, which needs `ray[client]`; `auto`). Ray
-  missing gives `UsageError` with the pip command; a cluster that cannot be reached, `BackendError` (a
-  `HOST:PORT` is tried for 5 s first: Ray itself retries for minutes). Ray's SIGTERM handler is put back to
-  vsr's (`vsr.signals`), and Ray prints nothing.
+  missing gives `UsageError` with the pip command; an address is checked first (`vsr.scaleout.rayconnect`:
+  within seconds, stoppable at every moment, one line for a port that does not answer, is not a Ray GCS, or
+  belongs to a cluster this machine is not a node of), and a cluster that still cannot be reached gives
+  `BackendError`. Ray's SIGTERM handler is put back to vsr's (`vsr.signals`), and Ray prints nothing.
+- A lost cluster (`HOST:PORT`: its head unanswered for `rayconnect.LOST_AFTER_S` while `wait` finds nothing
+  done; `ray://`: Ray Client's `ConnectionError` from `submit`, `wait` or `outcome`) is a `BackendError` that
+  says the finished segments are kept and `--resume` continues; `close()` then cancels nothing (Ray would
+  start a local instance to do it were auto-connect not off: `rayconnect.DRIVER_ENV`).
 - Placement: on a cluster with GPUs every task takes one GPU and builds the GPU engine with the caller's
   `backend` and `precision` (`make_upscaler`; `--precision bf16` is refused there, one line): `slots` = the
   cluster's GPUs. `num_gpus=1` is declared in `ray.remote` itself, so Ray ends a GPU task's worker process
@@ -42,6 +47,7 @@ import shutil
 import signal
 import socket
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 from vsr.errors import BackendError, InputError, UsageError, install_hint
@@ -214,8 +220,11 @@ class RayWorkers:
     def wait(self, handles, timeout: float):
         if not handles:
             return []
+        # Ray's C++ wait calls the signal handler: an exception raised there is mangled. Ray Client's wait is
+        # Python (gRPC, waiting in slices), and may wait for a lost server for a minute: a stop ends it at once.
+        hold = nullcontext() if self._address.startswith("ray://") else deferred()
         try:
-            with deferred():  # Ray's C++ wait calls the signal handler: an exception raised there is mangled
+            with hold:
                 done, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
         except ConnectionError as exc:  # Ray Client: "Client is shutting down." and the like
             raise self._gone(exc) from None
