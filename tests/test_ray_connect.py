@@ -147,6 +147,15 @@ class _Head:
              "--temp-dir", self.temp, "--disable-usage-stats", *more],
             env=self.env, capture_output=True, check=True, timeout=120,
         )  # fmt: skip
+        if client:  # Ray Client's server starts after `ray start` returns: wait until it accepts connections
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.client_port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            time.sleep(2)
 
     def pids(self, name: str = "") -> list[int]:
         found = []
