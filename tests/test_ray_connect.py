@@ -236,9 +236,10 @@ def test_a_grpc_port_of_another_kind_fails_in_seconds_in_one_line(clip, weights,
 
 
 def test_losing_the_head_mid_run_ends_in_one_line_and_resume_continues(tmp_path, weights, head):
-    """The head's GCS is killed once the first segment is done (as a driver on another node sees a lost head: its
-    own raylet goes on, for Ray's 60 s): vsr ends within seconds, says what is kept and that --resume continues;
-    no local Ray is started, nothing is written under HOME, no Ray C++ line is printed."""
+    """The head's GCS is killed and its task processes are stopped once the first segment is done (as a driver on
+    another node sees a lost head: its own raylet goes on, for Ray's 60 s, and the head's tasks never finish): vsr
+    ends within seconds, says what is kept and that --resume continues; no local Ray is started, nothing is
+    written under HOME, no Ray C++ line is printed."""
     _lose_the_head_mid_run(tmp_path, weights, head, head.address, "gcs_server")
 
 
@@ -277,6 +278,9 @@ def _lose_the_head_mid_run(tmp_path, weights, head, address, kill):
                 break  # a segment is done
             time.sleep(0.1)
         assert proc.poll() is None, proc.communicate()[1]
+        if kill:  # the head's task processes stop too, as on a lost machine: the run cannot end on its own first
+            for pid in _descendants(set(head.pids("raylet"))):
+                os.kill(pid, signal.SIGSTOP)
         for pid in head.pids(kill) + (list(_descendants(set(head.pids()))) if not kill else []):
             try:
                 os.kill(pid, signal.SIGKILL)
