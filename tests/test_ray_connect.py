@@ -313,7 +313,7 @@ def _lose_the_head_mid_run(tmp_path, weights, head, address, kill):
 def _unshare_works() -> bool:
     if not shutil.which("unshare"):
         return False
-    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    r = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "true"], capture_output=True)
     return r.returncode == 0
 
 
@@ -323,8 +323,8 @@ def test_a_machine_that_is_not_a_node_is_told_to_use_ray_client(clip, weights, h
     (same network): within seconds it says so, instead of Ray's 60 s wait and 'cannot be reached'."""
     t0 = time.monotonic()
     r = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "vsr", *map(str, _args(clip, head.address)),
-         "--weights", str(weights)],
+        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", sys.executable, "-m", "vsr",
+         *map(str, _args(clip, head.address)), "--weights", str(weights)],
         capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(tmp_path)},
     )  # fmt: skip
     took = time.monotonic() - t0
