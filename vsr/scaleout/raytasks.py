@@ -5,9 +5,14 @@ Contract:
   machine (all its cores, no dashboard, its session files in a temporary folder removed by `close()`, which
   shuts it down); any other address is passed to `ray.init` as it is (`HOST:PORT` of a running cluster's
   head, from one of its nodes; `ray://HOST:10001` for Ray Client, which needs `ray[client]`; `auto`). Ray
-  missing gives `UsageError` with the pip command; a cluster that cannot be reached, `BackendError` (a
-  `HOST:PORT` is tried for 5 s first: Ray itself retries for minutes). Ray's SIGTERM handler is put back to
-  vsr's (`vsr.signals`), and Ray prints nothing.
+  missing gives `UsageError` with the pip command; an address is checked first (`vsr.scaleout.rayconnect`:
+  within seconds, stoppable at every moment, one line for a port that does not answer, is not a Ray GCS, or
+  belongs to a cluster this machine is not a node of), and a cluster that still cannot be reached gives
+  `BackendError`. Ray's SIGTERM handler is put back to vsr's (`vsr.signals`), and Ray prints nothing.
+- A lost cluster (`HOST:PORT`: its head unanswered for `rayconnect.LOST_AFTER_S` while `wait` finds nothing
+  done; `ray://`: Ray Client's `ConnectionError` from `submit`, `wait` or `outcome`) is a `BackendError` that
+  says the finished segments are kept and `--resume` continues; `close()` then cancels nothing (Ray would
+  start a local instance to do it were auto-connect not off: `rayconnect.DRIVER_ENV`).
 - Placement: on a cluster with GPUs every task takes one GPU and builds the GPU engine with the caller's
   `backend` and `precision` (`make_upscaler`; `--precision bf16` is refused there, one line): `slots` = the
   cluster's GPUs. `num_gpus=1` is declared in `ray.remote` itself, so Ray ends a GPU task's worker process
@@ -52,9 +57,11 @@ import socket
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from vsr.errors import BackendError, InputError, UsageError, install_hint
+from vsr.scaleout.rayconnect import CLIENT_ENV, DRIVER_ENV, Heartbeat, check_address, quiet_client
 from vsr.signals import deferred, held
 
 _QUIET_ENV = {  # read when ray is imported (ray/_private/ray_constants.py)
@@ -67,8 +74,9 @@ _ASK_S = 0.5  # how long it waits for the answer (a late one is taken at the nex
 _cache: dict = {}  # per Ray worker process: (weights digest, engine with its device) -> upscaler
 
 
-def _import_ray():
-    for key, value in _QUIET_ENV.items():
+def _import_ray(address: str = "local"):
+    extra = {} if address == "local" else {**DRIVER_ENV, **(CLIENT_ENV if address.startswith("ray://") else {})}
+    for key, value in {**_QUIET_ENV, **extra}.items():
         os.environ.setdefault(key, value)
     try:
         import ray
@@ -177,9 +185,13 @@ class RayWorkers:
     spec's model is built from them on the cluster's GPUs)."""
 
     def __init__(self, address: str, spec, notice=lambda text: None, backend: str = "auto", precision: str | None = None):
-        ray = self._ray = _import_ray()
+        self._address, self._lost = address, False
         self._refs: list = []
         self._temp = None
+        if address != "local":  # before Ray is imported: an address that does not answer fails in seconds
+            check_address(address)
+        ray = self._ray = _import_ray(address)
+        self._heartbeat = Heartbeat(address)
         kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.CRITICAL}
         if address == "local":
             from vsr.scaleout.run import cores
@@ -189,8 +201,6 @@ class RayWorkers:
             os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
             self._temp = tempfile.mkdtemp(prefix="vsr-ray-")
             kwargs.update(num_cpus=cores(), _temp_dir=self._temp)
-        else:
-            _check_reachable(address)
         term = signal.getsignal(signal.SIGTERM)
         # ray.init installs a SIGTERM handler that calls sys.exit (ray/_private/worker.py, init: "sigterm_handler",
         # through ray._private.utils.set_sigterm_handler): a SIGTERM during the start would skip vsr's clean-up.
@@ -212,6 +222,8 @@ class RayWorkers:
             if set_handler is not None:
                 utils.set_sigterm_handler = set_handler
             signal.signal(signal.SIGTERM, term)  # in case another path installed one
+        if address.startswith("ray://"):
+            quiet_client()  # after ray.init, which sets up Ray's loggers
         hook = getattr(getattr(ray, "_private", None), "worker", None)
         if hook is not None and hasattr(hook, "print_to_stdstream"):  # "(raylet) ..." lines on stdout: no switch
             hook.print_to_stdstream = lambda *args, **kwargs: None
@@ -267,16 +279,38 @@ class RayWorkers:
             pass
 
     def submit(self, task):
-        ref = self._remote.remote(self._spec, task, self._temp)
+        try:
+            ref = self._remote.remote(self._spec, task, self._temp)
+        except ConnectionError as exc:  # Ray Client: the connection is gone
+            raise self._gone(exc) from None
         self._refs.append(ref)
         return ref
 
     def wait(self, handles, timeout: float):
         if not handles:
             return []
-        with deferred():  # Ray's C++ wait calls the signal handler: an exception raised there is mangled
-            done, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
+        # Ray's C++ wait calls the signal handler: an exception raised there is mangled. Ray Client's wait is
+        # Python (gRPC, waiting in slices), and may wait for a lost server for a minute: a stop ends it at once.
+        hold = nullcontext() if self._address.startswith("ray://") else deferred()
+        try:
+            with hold:
+                done, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
+        except ConnectionError as exc:  # Ray Client: "Client is shutting down." and the like
+            raise self._gone(exc) from None
+        if not done:
+            gone = self._heartbeat.lost()
+            if gone is not None:
+                raise self._gone(f"its head has not answered for {gone:.0f} s")
         return done
+
+    def _gone(self, why) -> BackendError:
+        """The cluster or the Ray Client connection is lost: `close()` then calls no Ray API that needs it."""
+        self._lost = True
+        why = (str(why).strip().splitlines() or [type(why).__name__])[0]
+        return BackendError(
+            f"lost the Ray cluster at {self._address} ({why}); the segments done are kept, and the same command "
+            "with --resume continues once it is back"
+        )
 
     def outcome(self, ref, task) -> tuple[int, list[str]]:
         from ray.exceptions import (
@@ -301,6 +335,8 @@ class RayWorkers:
             raise RuntimeError(str(exc).strip().splitlines()[0]) from None
         except (WorkerCrashedError, TaskCancelledError, OutOfMemoryError, NodeDiedError, LocalRayletDiedError) as exc:
             raise WorkerDied(broken=False, why=_death(exc)) from exc
+        except ConnectionError as exc:  # Ray Client: the connection is gone
+            raise self._gone(exc) from None
         Path(task.part).write_bytes(data)
         return frames, warnings
 
@@ -312,7 +348,7 @@ class RayWorkers:
         try:
             if ray is not None:
                 with held():
-                    for ref in self._refs:
+                    for ref in [] if getattr(self, "_lost", False) else self._refs:
                         try:
                             ray.cancel(ref, force=True)
                         except Exception:  # noqa: BLE001,S110 - finished or gone already
@@ -340,16 +376,3 @@ def _death(exc: BaseException) -> str:
         "TaskCancelledError": "its Ray task was cancelled",
     }
     return kinds.get(type(exc).__name__, "its Ray worker process died (killed, or out of memory?)")
-
-
-def _check_reachable(address: str) -> None:
-    """A HOST:PORT nobody answers on makes ray.init retry for minutes (ray/_private/node.py): fail in seconds."""
-    if "://" in address or address == "auto" or ":" not in address:
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        hint = "start one with 'ray start --head' or check --ray"
-        raise BackendError(f"no Ray cluster answers at {address} ({reason}); {hint}") from None
