@@ -57,6 +57,7 @@ import socket
 import tempfile
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -71,6 +72,7 @@ _QUIET_ENV = {  # read when ray is imported (ray/_private/ray_constants.py)
 }
 _REREAD_S = 5.0  # how often `RayWorkers.capacity` reads the cluster's resources again
 _ASK_S = 0.5  # how long it waits for the answer (a late one is taken at the next read)
+_CLIENT_TRIES = 3  # Ray Client connects tried where the head failed to start the session (`RayWorkers._init`)
 _cache: dict = {}  # per Ray worker process: (weights digest, engine with its device) -> upscaler
 
 
@@ -209,13 +211,12 @@ class RayWorkers:
         if set_handler is not None:
             utils.set_sigterm_handler = lambda handler: None
         try:
-            with deferred():  # a stop during the start is taken once ray.init returns
-                ray.init(address=address, **kwargs)
+            self._init(ray, address, kwargs, notice)
         except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError, ...
             self.close()
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise BackendError(f"cannot start or reach Ray at {address!r} ({first}); check --ray") from None
-        except BaseException:  # a stop held during the start: shut Ray down and remove its session folder
+            port = " (the head's Ray Client port, 10001 by default)" if address.startswith("ray://") else ""
+            raise BackendError(f"cannot start or reach Ray at {address!r} ({_why(exc)}); check --ray{port}") from None
+        except BaseException:  # a stop during the start: shut Ray down and remove its session folder
             self.close()
             raise
         finally:
@@ -248,6 +249,30 @@ class RayWorkers:
             self.close()
             raise
         notice(self.name)
+
+    @staticmethod
+    def _init(ray, address: str, kwargs: dict, notice) -> None:
+        """`ray.init`. Ray's own connect runs in C++ and calls the signal handler, so a stop is held until it returns
+        (it is bounded by `check_address`). Ray Client's is Python gRPC (ray/util/client/worker.py), which a stop
+        ends at once, so nothing is held there; its "connection timed out" UserWarning is not printed (the error
+        says it), and a session its server failed to start (ray-project/ray#63202, open in 2.60: the head's
+        proxier forks the session's server while gRPC threads run, and the child dies in about 1 of 8 connects
+        here) is tried again, up to `_CLIENT_TRIES` in all, one line each: a failed connect disconnects first
+        (ray/util/client/__init__.py, connect: `except Exception: self.disconnect()`)."""
+        if not address.startswith("ray://"):
+            with deferred():  # a stop during the start is taken once ray.init returns
+                ray.init(address=address, **kwargs)
+            return
+        for attempt in range(1, _CLIENT_TRIES + 1):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    ray.init(address=address, **kwargs)
+                return
+            except ConnectionAbortedError as exc:
+                if attempt == _CLIENT_TRIES or "Starting Ray client server failed" not in str(exc):
+                    raise
+                notice(f"the Ray Client server at {address} failed to start a session ({_why(exc)}); trying again")
 
     def capacity(self) -> int:
         """The task slots now: the cluster's GPUs (CPUs without GPUs) read again at most every `_REREAD_S`, so
@@ -359,6 +384,15 @@ class RayWorkers:
             if self._temp is not None:
                 shutil.rmtree(self._temp, ignore_errors=True)
                 self._temp = None
+
+
+def _why(exc: BaseException) -> str:
+    """An exception from `ray.init` in a few words: its first line, or for Ray Client's "Initialization failure from
+    server:" (the server's traceback follows it) the traceback's last line, which says what failed."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+    if lines[0].startswith("Initialization failure from server") and len(lines) > 1:
+        return lines[-1].removeprefix("RuntimeError: ")
+    return lines[0]
 
 
 def _death(exc: BaseException) -> str:
