@@ -152,7 +152,9 @@ class VideoWriter:
                 # The frame rate an encoding writer gives `add_stream`: Matroska writes it as the video track's
                 # DefaultDuration, and a reader infers packet durations from it (the video's, and the first audio
                 # packet's when it comes before any video): without it a joined output reads differently from the
-                # one-process output of the same input (issue 25, item 7).
+                # one-process output of the same input (issue 25, item 7). PyAV 18.1 and later copy it to the
+                # stream when the output starts (av/video/stream.py, VideoStream._finalize_for_output, v18.1.0 line
+                # 67); earlier PyAV cannot carry it on a template stream (docs/scaleout.md, Segments).
                 if info.rate:
                     stream.codec_context.framerate = info.rate
             else:
