@@ -47,10 +47,50 @@ def shared(tmp_path_factory, weights) -> Path:
     return folder
 
 
+class _Shared:
+    """The one cluster the tests that leave every node as it was share (a build costs about 7.5 s). Two clusters
+    cannot live at once (one process's namespaces and addresses), so a test that needs a cluster of its own closes
+    this one first; the tests that share it come first in this file."""
+
+    def __init__(self):
+        self.cluster: Cluster | None = None
+
+    def get(self, shared: Path, logs: Path) -> Cluster:
+        if self.cluster is None:
+            self.cluster = Cluster(shared, n=3, extra=1, logs=logs).__enter__()
+        return self.cluster
+
+    def close(self) -> None:
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            cluster.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def _shared_cluster():
+    holder = _Shared()
+    try:
+        yield holder
+    finally:
+        holder.close()
+
+
 @pytest.fixture
-def cluster(shared, tmp_path):
+def cluster(shared, tmp_path, _shared_cluster):
+    """A cluster of its own, for a test that kills a node or changes what a node sees."""
+    _shared_cluster.close()
     with Cluster(shared, n=3, extra=1, logs=tmp_path) as c:
         yield c
+
+
+@pytest.fixture
+def intact(shared, tmp_path_factory, _shared_cluster):
+    """The shared cluster (`_Shared`); what a test wrote on the driver's node (its output, a work folder) is removed
+    after it."""
+    built = _shared_cluster.get(shared, tmp_path_factory.mktemp("logs"))
+    yield built
+    r = built.run(DRIVER, ["rm", "-rf", "/tmp/out.mkv", "/tmp/.out.mkv.vsr-work"], timeout=20)
+    assert r.returncode == 0, r.stderr
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int | None, str, str, float]:
@@ -98,13 +138,77 @@ def _child(proc: subprocess.Popen) -> int:
     return int(children[0])
 
 
-def test_tasks_land_on_every_node_and_the_output_is_the_one_process_output(cluster, shared):
-    with Watcher(cluster) as seen:
-        rc, _, err, _ = _wait(_vsr(cluster, f"{SHARED}/clip.mkv", "/tmp/out.mkv"), timeout=300)
+def test_tasks_land_on_every_node_and_the_output_is_the_one_process_output(intact, shared):
+    with Watcher(intact) as seen:
+        rc, _, err, _ = _wait(_vsr(intact, f"{SHARED}/clip.mkv", "/tmp/out.mkv"), timeout=300)
     assert rc == 0, err
     assert "3 CPU task slots" in err
-    assert all("_ray_segment" in seen.seen[k] for k in range(cluster.n)), seen.seen
-    _same_as_one_process(cluster, shared)
+    assert all("_ray_segment" in seen.seen[k] for k in range(intact.n)), seen.seen
+    _same_as_one_process(intact, shared)
+
+
+def test_a_relative_input_path_works(intact, shared):
+    """Issue 25 item 1: the README's own form, `cd /shared; vsr upscale clip.mkv ...`."""
+    rc, _, err, _ = _wait(_vsr(intact, "clip.mkv", "/tmp/out.mkv", cwd=SHARED), timeout=300)
+    assert rc == 0, err
+    _same_as_one_process(intact, shared)
+
+
+_LISTEN = (
+    "import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+    "s.bind(('{ip}', 7000)); s.listen(64); print('up', flush=True); time.sleep(600)"
+)
+
+
+def _listening(cluster: Cluster) -> subprocess.Popen:
+    """A TCP listener that is not Ray's, on the head's address, port 7000."""
+    listener = cluster.popen(0, [sys.executable, "-c", _LISTEN.format(ip=cluster.ip(0))])
+    if listener.stdout.readline().strip() != "up":
+        os.killpg(listener.pid, signal.SIGKILL)
+        raise RuntimeError(f"the listener did not start: {listener.communicate(timeout=30)[1]}")
+    return listener
+
+
+def _unlisten(listener: subprocess.Popen) -> None:
+    os.killpg(listener.pid, signal.SIGKILL)
+    listener.communicate(timeout=30)
+
+
+def test_a_port_that_is_not_ray_ends_within_30_s_in_one_line(intact, shared):
+    """Issue 25 item 3: a port that accepts TCP but is not Ray's."""
+    listener = _listening(intact)
+    try:
+        address = f"{intact.ip(0)}:7000"
+        rc, _, err, took = _wait(_vsr(intact, f"{SHARED}/clip.mkv", "/tmp/out.mkv", address=address), timeout=45)
+    finally:
+        _unlisten(listener)
+    assert rc is not None and took < 30, f"still running after {took:.0f} s: {err[-2000:]}"
+    assert rc != 0 and err.count("\n") == 1 and address in err, err
+
+
+def test_ctrl_c_stops_a_run_that_waits_on_a_port_that_is_not_ray_at_once(intact, shared):
+    """Issue 25 item 3: Ctrl-C (SIGINT) 3 s into that wait ends vsr within 5 s."""
+    listener = _listening(intact)
+    try:
+        proc = _vsr(intact, f"{SHARED}/clip.mkv", "/tmp/out.mkv", address=f"{intact.ip(0)}:7000")
+        time.sleep(3)
+        sent = time.monotonic()
+        if proc.poll() is None:
+            os.kill(_child(proc), signal.SIGINT)
+        rc, _, err, _ = _wait(proc, timeout=20)
+        took = time.monotonic() - sent
+    finally:
+        _unlisten(listener)
+    assert rc is not None and took < 5, f"Ctrl-C did not stop it in {took:.0f} s: {err[-2000:]}"
+    assert rc == 130, err
+
+
+def test_from_a_machine_that_is_not_a_node_one_line_says_to_run_on_a_node_or_use_ray_client(intact, shared):
+    """Issue 25 item 5: host 3 is on the cluster's network but runs no Ray; `--ray HEAD:6379` from there."""
+    rc, _, err, took = _wait(_vsr(intact, f"{SHARED}/clip.mkv", "/tmp/out.mkv", node=3), timeout=90)
+    assert rc is not None and took < 30, f"still running after {took:.0f} s: {err[-2000:]}"
+    assert rc != 0 and err.count("\n") == 1, err
+    assert "ray://" in err and "node" in err, err
 
 
 def test_a_worker_node_killed_mid_run_is_survived(cluster, shared):
@@ -113,13 +217,6 @@ def test_a_worker_node_killed_mid_run_is_survived(cluster, shared):
     cluster.kill(2)
     rc, _, err, _ = _wait(proc, timeout=300)
     assert running, err
-    assert rc == 0, err
-    _same_as_one_process(cluster, shared)
-
-
-def test_a_relative_input_path_works(cluster, shared):
-    """Issue 25 item 1: the README's own form, `cd /shared; vsr upscale clip.mkv ...`."""
-    rc, _, err, _ = _wait(_vsr(cluster, "clip.mkv", "/tmp/out.mkv", cwd=SHARED), timeout=300)
     assert rc == 0, err
     _same_as_one_process(cluster, shared)
 
@@ -161,60 +258,3 @@ def test_the_head_killed_mid_run_ends_in_one_line_and_resume_finishes(cluster, s
     assert r.returncode == 0, r.stderr
     assert "reus" in r.stderr, r.stderr
     _same_as_one_process(cluster, shared)
-
-
-_LISTEN = (
-    "import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-    "s.bind(('{ip}', 7000)); s.listen(64); print('up', flush=True); time.sleep(600)"
-)
-
-
-def _listening(cluster: Cluster) -> subprocess.Popen:
-    """A TCP listener that is not Ray's, on the head's address, port 7000."""
-    listener = cluster.popen(0, [sys.executable, "-c", _LISTEN.format(ip=cluster.ip(0))])
-    if listener.stdout.readline().strip() != "up":
-        os.killpg(listener.pid, signal.SIGKILL)
-        raise RuntimeError(f"the listener did not start: {listener.communicate(timeout=30)[1]}")
-    return listener
-
-
-def _unlisten(listener: subprocess.Popen) -> None:
-    os.killpg(listener.pid, signal.SIGKILL)
-    listener.communicate(timeout=30)
-
-
-def test_a_port_that_is_not_ray_ends_within_30_s_in_one_line(cluster, shared):
-    """Issue 25 item 3: a port that accepts TCP but is not Ray's."""
-    listener = _listening(cluster)
-    try:
-        address = f"{cluster.ip(0)}:7000"
-        rc, _, err, took = _wait(_vsr(cluster, f"{SHARED}/clip.mkv", "/tmp/out.mkv", address=address), timeout=45)
-    finally:
-        _unlisten(listener)
-    assert rc is not None and took < 30, f"still running after {took:.0f} s: {err[-2000:]}"
-    assert rc != 0 and err.count("\n") == 1 and address in err, err
-
-
-def test_ctrl_c_stops_a_run_that_waits_on_a_port_that_is_not_ray_at_once(cluster, shared):
-    """Issue 25 item 3: Ctrl-C (SIGINT) 3 s into that wait ends vsr within 5 s."""
-    listener = _listening(cluster)
-    try:
-        proc = _vsr(cluster, f"{SHARED}/clip.mkv", "/tmp/out.mkv", address=f"{cluster.ip(0)}:7000")
-        time.sleep(3)
-        sent = time.monotonic()
-        if proc.poll() is None:
-            os.kill(_child(proc), signal.SIGINT)
-        rc, _, err, _ = _wait(proc, timeout=20)
-        took = time.monotonic() - sent
-    finally:
-        _unlisten(listener)
-    assert rc is not None and took < 5, f"Ctrl-C did not stop it in {took:.0f} s: {err[-2000:]}"
-    assert rc == 130, err
-
-
-def test_from_a_machine_that_is_not_a_node_one_line_says_to_run_on_a_node_or_use_ray_client(cluster, shared):
-    """Issue 25 item 5: host 3 is on the cluster's network but runs no Ray; `--ray HEAD:6379` from there."""
-    rc, _, err, took = _wait(_vsr(cluster, f"{SHARED}/clip.mkv", "/tmp/out.mkv", node=3), timeout=90)
-    assert rc is not None and took < 30, f"still running after {took:.0f} s: {err[-2000:]}"
-    assert rc != 0 and err.count("\n") == 1, err
-    assert "ray://" in err and "node" in err, err
