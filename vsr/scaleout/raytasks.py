@@ -331,9 +331,8 @@ class RayWorkers:
     def _gone(self, why) -> BackendError:
         """The cluster or the Ray Client connection is lost: `close()` then calls no Ray API that needs it."""
         self._lost = True
-        why = (str(why).strip().splitlines() or [type(why).__name__])[0]
         return BackendError(
-            f"lost the Ray cluster at {self._address} ({why}); the segments done are kept, and the same command "
+            f"lost the Ray cluster at {self._address} ({_why(why)}); the segments done are kept, and the same command "
             "with --resume continues once it is back"
         )
 
@@ -386,8 +385,8 @@ class RayWorkers:
                 self._temp = None
 
 
-def _why(exc: BaseException) -> str:
-    """An exception from `ray.init` in a few words: its first line, or for Ray Client's "Initialization failure from
+def _why(exc: BaseException | str) -> str:
+    """An exception (or a reason) in a few words: its first line, or for Ray Client's "Initialization failure from
     server:" (the server's traceback follows it) the traceback's last line, which says what failed."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
     if lines[0].startswith("Initialization failure from server") and len(lines) > 1:
