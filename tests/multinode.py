@@ -37,6 +37,8 @@ import threading
 import time
 from pathlib import Path
 
+from .conftest import default_signals
+
 SHARED = "/mnt/shared"
 PORT = 6379
 _NET = "10.213.0"
@@ -222,7 +224,8 @@ class Cluster:
             return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
     def popen(self, k: int, argv: list, cwd: str = "/", **env: str) -> subprocess.Popen:
-        """In a process group of its own: `stop(proc)` ends the command with it (nsenter forks it)."""
+        """In a process group of its own: `stop(proc)` ends the command with it (nsenter forks it). Stop signals
+        are at their defaults there (`default_signals`: a suite started with SIGINT ignored would hand that on)."""
         return subprocess.Popen(
             self._argv(k, argv, cwd),
             stdout=subprocess.PIPE,
@@ -230,6 +233,7 @@ class Cluster:
             text=True,
             env={**self.env, **env},
             start_new_session=True,
+            preexec_fn=default_signals,
         )
 
     def path(self, k: int, p: str) -> Path:

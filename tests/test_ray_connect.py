@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import spawn
 from .test_scaleout import GOP, LONG
 from .test_video import make_clip
 
@@ -29,10 +30,8 @@ RAY = Path(sys.executable).parent / "ray"
 
 
 def _start(*args, **env) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vsr", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200", **env},
-    )  # fmt: skip
+    """vsr with its stop signals at their defaults (`spawn`: a suite started with SIGINT ignored hands that on)."""
+    return spawn([sys.executable, "-m", "vsr", *args], stdout=subprocess.PIPE, env={**os.environ, "COLUMNS": "200", **env})
 
 
 def _reap(proc: subprocess.Popen) -> None:
